@@ -1,0 +1,2 @@
+# WebSocket routes; the live-updates issue adds /ws/v1/stream here.
+websocket_urlpatterns = []

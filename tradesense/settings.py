@@ -1,0 +1,377 @@
+"""TradeSense settings: one module, driven by the environment only.
+
+With nothing set, the embedded default runs (SQLite under var/, local-memory cache,
+in-memory channel layer, a filesystem Celery broker). DATABASE_URL and REDIS_URL
+switch to PostgreSQL and Redis. See .env.example for every variable.
+"""
+
+import os
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlparse
+
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("TRADESENSE_VAR_DIR", BASE_DIR / "var"))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+
+class ConfigError(ImproperlyConfigured):
+    """A bad environment variable; entry points print it as one sentence."""
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name} must be a boolean (1/0, true/false), got {raw!r}.")
+
+
+def env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}.") from None
+
+
+# https://docs.djangoproject.com/en/5.2/ref/settings/#debug -- off unless asked for.
+DEBUG = env_bool("DEBUG", False)
+
+# https://docs.djangoproject.com/en/5.2/ref/settings/#secret-key
+SECRET_KEY = os.environ.get("SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ConfigError(
+            "SECRET_KEY must be set when DEBUG is off (production mode); "
+            "set DEBUG=1 for development."
+        )
+    SECRET_KEY = "dev-insecure-" + "x" * 50
+
+# https://docs.djangoproject.com/en/5.2/ref/settings/#allowed-hosts
+ALLOWED_HOSTS = [
+    h.strip()
+    for h in os.environ.get("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]").split(",")
+    if h.strip()
+]
+CSRF_TRUSTED_ORIGINS = [
+    o.strip() for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()
+]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "channels",
+    "health_check",
+    "tradesense.common",
+    "challenges",
+    "risk",
+    "payments",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "tradesense.urls"
+WSGI_APPLICATION = "tradesense.wsgi.application"
+ASGI_APPLICATION = "tradesense.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "django.template.context_processors.i18n",
+            ],
+        },
+    },
+]
+
+# --- Database -----------------------------------------------------------------
+# https://docs.djangoproject.com/en/5.2/ref/databases/#connection-pool
+DATABASE_URL = os.environ.get("DATABASE_URL", "")
+
+
+def _database_from_url(url: str) -> dict:
+    parsed = urlparse(url)
+    if parsed.scheme in {"postgres", "postgresql", "pgsql"}:
+        if not parsed.hostname and not parsed.path.strip("/"):
+            raise ConfigError(
+                f"DATABASE_URL is malformed ({url!r}); expected "
+                "postgres://user:password@host:5432/dbname."
+            )
+        import dj_database_url
+
+        try:
+            config = dj_database_url.parse(url)
+        except Exception:
+            raise ConfigError(
+                f"DATABASE_URL is malformed ({url!r}); expected "
+                "postgres://user:password@host:5432/dbname."
+            ) from None
+        if not config.get("NAME"):
+            raise ConfigError("DATABASE_URL has no database name; expected postgres://.../dbname.")
+        config["ENGINE"] = "django.db.backends.postgresql"
+        config["CONN_MAX_AGE"] = 0  # the pool owns connection lifetime
+        config["OPTIONS"] = {
+            # Health-checked pooled connections with short waits: a dead connection
+            # (database restart) is replaced, and a request fails fast instead of hanging.
+            "pool": {
+                "min_size": int(os.environ.get("DB_POOL_MIN", "2")),
+                "max_size": int(os.environ.get("DB_POOL_MAX", "10")),
+                "timeout": env_float("DB_POOL_TIMEOUT", 3.0),
+                "max_idle": 300,
+                "check": _pool_check(),
+            },
+            "connect_timeout": 3,
+        }
+        return config
+    if parsed.scheme == "sqlite":
+        name = url[len("sqlite:///"):] if url.startswith("sqlite:///") else ""
+        if not name:
+            raise ConfigError(f"DATABASE_URL is malformed ({url!r}); expected sqlite:///path.")
+        return _sqlite(name)
+    raise ConfigError(
+        f"DATABASE_URL is malformed ({url!r}); expected postgres://user:password@host:5432/dbname."
+    )
+
+
+def _pool_check():
+    from psycopg_pool import ConnectionPool
+
+    return ConnectionPool.check_connection
+
+
+def _sqlite(path) -> dict:
+    return {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": str(path),
+        "OPTIONS": {
+            # WAL lets the web server, worker and beat read while one writes; the busy
+            # timeout makes a writer wait for the lock instead of failing at once.
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "timeout": 20,
+            "transaction_mode": "IMMEDIATE",
+        },
+    }
+
+
+DATABASES = {
+    "default": _database_from_url(DATABASE_URL) if DATABASE_URL else _sqlite(VAR_DIR / "tradesense.sqlite3")
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+USING_POSTGRES = DATABASES["default"]["ENGINE"].endswith("postgresql")
+
+# --- Redis: cache, channel layer, Celery broker ---------------------------------
+REDIS_URL = os.environ.get("REDIS_URL", "")
+if REDIS_URL and urlparse(REDIS_URL).scheme not in {"redis", "rediss", "unix"}:
+    raise ConfigError(f"REDIS_URL is malformed ({REDIS_URL!r}); expected redis://host:6379/0.")
+
+# The cache may live on its own allkeys-lru Redis (compose); it defaults to REDIS_URL.
+CACHE_REDIS_URL = os.environ.get("CACHE_REDIS_URL", "") or REDIS_URL
+
+if REDIS_URL:
+    # https://github.com/jazzband/django-redis#memcached-exceptions-behavior
+    # Redis down must not fail a request: cache calls become misses within 250 ms.
+    CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": CACHE_REDIS_URL,
+            "KEY_PREFIX": "ts",
+            "OPTIONS": {
+                "CLIENT_CLASS": "django_redis.client.DefaultClient",
+                "IGNORE_EXCEPTIONS": True,
+                "SOCKET_CONNECT_TIMEOUT": 0.25,
+                "SOCKET_TIMEOUT": 0.25,
+            },
+        }
+    }
+    DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = True
+    # https://channels.readthedocs.io/en/latest/topics/channel_layers.html#redis-channel-layer
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "capacity": 500, "expiry": 30},
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# Sessions live in the database so a Redis outage logs nobody out.
+SESSION_ENGINE = "django.contrib.sessions.backends.db"
+
+# --- Celery ----------------------------------------------------------------------
+# https://docs.celeryq.dev/en/stable/userguide/configuration.html
+if REDIS_URL:
+    CELERY_BROKER_URL = REDIS_URL
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": 300,
+        "socket_connect_timeout": 1,
+        "socket_timeout": 5,
+    }
+else:
+    # kombu's filesystem transport: a broker that needs no server (embedded default).
+    _broker_dir = VAR_DIR / "broker"
+    for sub in ("out", "processed"):
+        (_broker_dir / sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "out"),
+        "data_folder_out": str(_broker_dir / "out"),
+        "data_folder_processed": str(_broker_dir / "processed"),
+    }
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None  # keep retrying through a Redis outage
+CELERY_BROKER_CONNECTION_TIMEOUT = 1  # an enqueue while Redis is down fails fast
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_ACKS_LATE = False  # opted into per task, only where idempotent
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TIMEZONE = "UTC"
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+# Beat only nudges: every task below also finds its work in the database, so a lost
+# tick costs a delay, never a missed evaluation or charge.
+CELERY_BEAT_SCHEDULE = {
+    "risk-sweep": {"task": "risk.tasks.risk_sweep", "schedule": timedelta(seconds=env_float("RISK_SWEEP_SECONDS", 3))},
+    "risk-daily-reset": {"task": "risk.tasks.risk_daily_reset", "schedule": timedelta(seconds=30)},
+    "payments-sweep": {"task": "payments.tasks.payments_sweep", "schedule": timedelta(seconds=env_float("PAYMENTS_SWEEP_SECONDS", 2))},
+    "payments-reconcile": {"task": "payments.tasks.payments_reconcile", "schedule": timedelta(seconds=30)},
+    "market-tick": {"task": "challenges.tasks.market_tick", "schedule": timedelta(seconds=env_float("MARKET_TICK_SECONDS", 1))},
+}
+
+# --- Market and trading -----------------------------------------------------------
+MARKET_SEED = int(os.environ.get("MARKET_SEED", "20261129"))
+# A price older than this is refused for fills (503 stale_price), never silently used.
+MARKET_PRICE_MAX_AGE_SECONDS = env_float("MARKET_PRICE_MAX_AGE_SECONDS", 30.0)
+
+# --- Payments ---------------------------------------------------------------------
+PAYMENT_PROCESSOR_URL = os.environ.get("PAYMENT_PROCESSOR_URL", "http://127.0.0.1:8100")
+PAYMENT_PROCESSOR_SECRET = os.environ.get("PAYMENT_PROCESSOR_SECRET", "")
+if not PAYMENT_PROCESSOR_SECRET:
+    if not DEBUG:
+        raise ConfigError("PAYMENT_PROCESSOR_SECRET must be set when DEBUG is off (production mode).")
+    PAYMENT_PROCESSOR_SECRET = "dev-processor-secret"
+if urlparse(PAYMENT_PROCESSOR_URL).scheme not in {"http", "https"}:
+    raise ConfigError(
+        f"PAYMENT_PROCESSOR_URL is malformed ({PAYMENT_PROCESSOR_URL!r}); expected http(s)://host:port."
+    )
+PAYMENT_PROCESSOR_TIMEOUT_SECONDS = env_float("PAYMENT_PROCESSOR_TIMEOUT_SECONDS", 3.0)
+WEBHOOK_TOLERANCE_SECONDS = 300
+
+# --- Worker heartbeat ---------------------------------------------------------------
+WORKER_HEARTBEAT_FILE = os.environ.get("WORKER_HEARTBEAT_FILE", str(VAR_DIR / "worker-heartbeat"))
+
+# --- REST framework -------------------------------------------------------------------
+# https://www.django-rest-framework.org/api-guide/settings/
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "tradesense.common.errors.api_exception_handler",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "COERCE_DECIMAL_TO_STRING": True,
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    "DEFAULT_THROTTLE_RATES": {
+        "orders": os.environ.get("ORDER_THROTTLE_RATE", "6000/min"),
+        "auth": os.environ.get("AUTH_THROTTLE_RATE", "600/min"),
+    },
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "TradeSense API",
+    "DESCRIPTION": "Prop-trading evaluation platform: plans, purchases, challenges, orders.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# --- Auth, i18n, static ---------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/login/"
+
+LANGUAGE_CODE = "en"
+LANGUAGES = [("en", "English"), ("fr", "Français"), ("ar", "العربية")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        # Hashed, compressed files in production; plain finders in DEBUG so `make run`
+        # needs no collectstatic.
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage",
+    },
+}
+WHITENOISE_USE_FINDERS = True  # serve app static files even without collectstatic
+
+# --- Production hardening (manage.py check --deploy passes with DEBUG off) -----------------
+# https://docs.djangoproject.com/en/5.2/howto/deployment/checklist/
+if not DEBUG:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    SECURE_REDIRECT_EXEMPT = [r"^health/", r"^metrics$"]
+    SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "31536000"))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", True)
+    CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", True)
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "health_check": {"level": "ERROR"},
+    },
+}
