@@ -7,6 +7,8 @@ from tradesense import health
 api_v1 = [
     path("schema", SpectacularAPIView.as_view(), name="schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("", include("challenges.urls")),
+    path("", include("payments.urls")),
 ]
 
 urlpatterns = [
@@ -16,4 +18,5 @@ urlpatterns = [
     path("health/ready", health.ready, name="health-ready"),
     path("health/", health.full, name="health"),
     path("metrics", health.metrics, name="metrics"),
+    path("", include("challenges.pages_urls")),
 ]
