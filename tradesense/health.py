@@ -4,6 +4,8 @@ from django.http import HttpResponse
 from health_check.views import HealthCheckView
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+import tradesense.common.metrics  # noqa: F401 - registers the counters
+
 # The process answers: no dependency is touched (liveness for restarts).
 live = HealthCheckView.as_view(checks=())
 # The database answers (readiness for the load balancer).

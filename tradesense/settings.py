@@ -143,6 +143,9 @@ def _database_from_url(url: str) -> dict:
             raise ConfigError("DATABASE_URL has no database name; expected postgres://.../dbname.")
         config["ENGINE"] = "django.db.backends.postgresql"
         config["CONN_MAX_AGE"] = 0  # the pool owns connection lifetime
+        # With a pool, Django turns this into psycopg_pool's check_connection: every
+        # connection is checked on checkout, so a database restart costs no failed request.
+        config["CONN_HEALTH_CHECKS"] = True
         config["OPTIONS"] = {
             # Health-checked pooled connections with short waits: a dead connection
             # (database restart) is replaced, and a request fails fast instead of hanging.
@@ -151,7 +154,6 @@ def _database_from_url(url: str) -> dict:
                 "max_size": int(os.environ.get("DB_POOL_MAX", "10")),
                 "timeout": env_float("DB_POOL_TIMEOUT", 3.0),
                 "max_idle": 300,
-                "check": _pool_check(),
             },
             "connect_timeout": 3,
         }
@@ -164,12 +166,6 @@ def _database_from_url(url: str) -> dict:
     raise ConfigError(
         f"DATABASE_URL is malformed ({url!r}); expected postgres://user:password@host:5432/dbname."
     )
-
-
-def _pool_check():
-    from psycopg_pool import ConnectionPool
-
-    return ConnectionPool.check_connection
 
 
 def _sqlite(path) -> dict:
@@ -338,6 +334,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT.mkdir(exist_ok=True)  # whitenoise serves from here after collectstatic
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {

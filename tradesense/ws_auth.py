@@ -3,8 +3,8 @@
 from urllib.parse import parse_qs
 
 from channels.auth import AuthMiddleware
-from channels.sessions import CookieMiddleware, SessionMiddleware
 from channels.db import database_sync_to_async
+from channels.sessions import CookieMiddleware, SessionMiddleware
 from django.contrib.auth.models import AnonymousUser
 
 

@@ -1,0 +1,68 @@
+from decimal import Decimal
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+
+from challenges.models import Plan
+
+
+def test_liveness_answers_without_touching_dependencies(client):
+    # No django_db mark: any database access here would raise instead of answering.
+    response = client.get("/health/live", HTTP_ACCEPT="application/json")
+    assert response.status_code == 200
+
+
+@pytest.mark.django_db
+def test_readiness_checks_the_database(client):
+    response = client.get("/health/ready", HTTP_ACCEPT="application/json")
+    assert response.status_code == 200
+    assert "Database" in response.content.decode()
+
+
+def test_metrics_are_prometheus_text(client):
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert b"tradesense_realtime_send_failures_total" in response.content
+
+
+def test_api_schema_and_docs_are_served(client):
+    schema = client.get("/api/v1/schema")
+    assert schema.status_code == 200
+    assert b"openapi" in schema.content
+    assert client.get("/api/v1/docs").status_code == 200
+
+
+@pytest.mark.django_db
+def test_seed_demo_creates_the_three_tiers_and_users_idempotently():
+    call_command("seed_demo")
+    call_command("seed_demo")
+    plans = {p.slug: p for p in Plan.objects.all()}
+    assert set(plans) == {"starter", "pro", "elite"}
+    assert (plans["starter"].price, plans["starter"].currency, plans["starter"].starting_balance) == (
+        Decimal("200.00"),
+        "MAD",
+        Decimal("5000.00"),
+    )
+    assert (plans["pro"].price, plans["pro"].starting_balance) == (Decimal("500.00"), Decimal("15000.00"))
+    assert (plans["elite"].price, plans["elite"].starting_balance) == (Decimal("1000.00"), Decimal("50000.00"))
+    for plan in plans.values():
+        assert (plan.max_daily_loss_pct, plan.max_total_loss_pct, plan.profit_target_pct) == (
+            Decimal("5"),
+            Decimal("10"),
+            Decimal("10"),
+        )
+    User = get_user_model()
+    assert User.objects.get(username="demo").check_password("demo-pass-123")
+    admin = User.objects.get(username="admin")
+    assert admin.is_staff and admin.check_password("admin-pass-123")
+    assert User.objects.count() == 2
+
+
+@pytest.mark.django_db
+def test_admin_login_page_renders_with_static(client):
+    response = client.get("/admin/login/")
+    assert response.status_code == 200
+    assert b"/static/admin/css/" in response.content
+    css = client.get("/static/admin/css/base.css")
+    assert css.status_code == 200
