@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | 
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/tradesense
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: run test bench lint check-deploy install browser clean
+.PHONY: run test bench lint check-deploy install tools clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,10 +32,12 @@ run: $(STAMP)
 	echo "  Ctrl-C stops every process." && echo "" && \
 	exec $(VENV)/bin/honcho start -f Procfile
 
-browser:
+# System tools the tests use: Debian's chromium (browser tests) and promtool (alert rules).
+tools:
 	@bash scripts/browser.sh
+	@bash scripts/promtool.sh
 
-test: $(STAMP) browser
+test: $(STAMP) tools
 	@bash scripts/services.sh
 	@export DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} DEBUG=1; \
 	$(PY) -m pytest $(PYTEST_ARGS)
