@@ -201,7 +201,7 @@ if REDIS_URL:
     # Redis down must not fail a request: cache calls become misses within 250 ms.
     CACHES = {
         "default": {
-            "BACKEND": "django_redis.cache.RedisCache",
+            "BACKEND": "tradesense.common.cache.CountingRedisCache",
             "LOCATION": CACHE_REDIS_URL,
             "KEY_PREFIX": "ts",
             "OPTIONS": {
@@ -221,7 +221,7 @@ if REDIS_URL:
         }
     }
 else:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    CACHES = {"default": {"BACKEND": "tradesense.common.cache.CountingLocMemCache"}}
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 # Sessions live in the database so a Redis outage logs nobody out.

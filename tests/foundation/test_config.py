@@ -64,7 +64,7 @@ def test_embedded_default_needs_no_services(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [
         "django.db.backends.sqlite3",
-        "django.core.cache.backends.locmem.LocMemCache",
+        "tradesense.common.cache.CountingLocMemCache",
         "channels.layers.InMemoryChannelLayer",
         "filesystem://",
     ]
@@ -89,7 +89,7 @@ def test_services_mode_uses_postgres_pool_redis_cache_and_broker():
     assert result.stdout.split() == [
         "django.db.backends.postgresql",
         "True",
-        "django_redis.cache.RedisCache",
+        "tradesense.common.cache.CountingRedisCache",
         "True",
         "True",
         "redis://127.0.0.1:6379/0",

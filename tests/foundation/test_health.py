@@ -66,3 +66,15 @@ def test_admin_login_page_renders_with_static(client):
     assert b"/static/admin/css/" in response.content
     css = client.get("/static/admin/css/base.css")
     assert css.status_code == 200
+
+
+def test_cache_hits_and_misses_are_counted_for_metrics(client):
+    from django.core.cache import cache
+
+    cache.set("metrics-probe", "x", 5)
+    assert cache.get("metrics-probe") == "x"
+    assert cache.get("metrics-absent", "fallback") == "fallback"
+    body = client.get("/metrics").content.decode()
+    hits = [line for line in body.splitlines() if line.startswith('tradesense_cache_requests_total{result="hit"}')]
+    misses = [line for line in body.splitlines() if line.startswith('tradesense_cache_requests_total{result="miss"}')]
+    assert float(hits[0].split()[-1]) >= 1 and float(misses[0].split()[-1]) >= 1
