@@ -1,23 +1,65 @@
-"""Health endpoints (django-health-check) and /metrics (Prometheus text format)."""
+"""Health endpoints (django-health-check) and /metrics (Prometheus text format).
 
+/health/live   the process answers; touches no dependency (container restarts)
+/health/ready  the database answers (the load balancer's readiness)
+/health/       every dependency: database, cache, broker, migrations, worker heartbeat;
+               non-200 means degraded, which is not the same as down.
+"""
+
+import dataclasses
+
+from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.migrations.executor import MigrationExecutor
 from django.http import HttpResponse
+from health_check.base import HealthCheck
+from health_check.exceptions import ServiceUnavailable
 from health_check.views import HealthCheckView
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-import tradesense.common.metrics  # noqa: F401 - registers the counters
+from tradesense.metrics import register_collector
 
-# The process answers: no dependency is touched (liveness for restarts).
+
+@dataclasses.dataclass
+class Migrations(HealthCheck):
+    """Every migration on disk is applied (a deploy that skipped migrate is degraded)."""
+
+    def run(self):
+        connection = connections[DEFAULT_DB_ALIAS]
+        executor = MigrationExecutor(connection)
+        plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+        if plan:
+            raise ServiceUnavailable(f"{len(plan)} unapplied migrations")
+
+
+def _broker_checks() -> tuple:
+    if not settings.REDIS_URL:
+        return ()
+    from redis.asyncio import Redis as RedisClient
+
+    url = settings.REDIS_URL
+    return (
+        (
+            "health_check.contrib.redis.Redis",
+            {"client_factory": lambda: RedisClient.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)},
+        ),
+    )
+
+
 live = HealthCheckView.as_view(checks=())
-# The database answers (readiness for the load balancer).
 ready = HealthCheckView.as_view(checks=("health_check.checks.Database",))
-# Every dependency: database, cache; the apps add broker, heartbeat and migrations.
 full = HealthCheckView.as_view(
     checks=(
         "health_check.checks.Database",
         "health_check.checks.Cache",
+        Migrations,
+        *_broker_checks(),
+        "risk.health.WorkerHeartbeat",
     )
 )
 
+register_collector()
+
 
 def metrics(request):
-    return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+    return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)

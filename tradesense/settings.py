@@ -77,6 +77,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI served from our static files, no CDN
     "channels",
     "health_check",
     "tradesense.common",
@@ -312,6 +313,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Prop-trading evaluation platform: plans, purchases, challenges, orders.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # --- Auth, i18n, static ---------------------------------------------------------------

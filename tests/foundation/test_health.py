@@ -78,3 +78,9 @@ def test_cache_hits_and_misses_are_counted_for_metrics(client):
     hits = [line for line in body.splitlines() if line.startswith('tradesense_cache_requests_total{result="hit"}')]
     misses = [line for line in body.splitlines() if line.startswith('tradesense_cache_requests_total{result="miss"}')]
     assert float(hits[0].split()[-1]) >= 1 and float(misses[0].split()[-1]) >= 1
+
+
+def test_api_docs_need_no_cdn(client):
+    page = client.get("/api/v1/docs").content.decode()
+    assert "cdn.jsdelivr" not in page
+    assert "swagger-ui-bundle.js" in page

@@ -1,0 +1,41 @@
+"""Seed a database that a separate server process uses, and read it back, over plain SQL."""
+
+from __future__ import annotations
+
+import json
+
+import psycopg
+
+from tests.support.processes import manage
+
+SEED_SCRIPT = r"""
+import json
+from django.contrib.auth import get_user_model
+from rest_framework.authtoken.models import Token
+from challenges.management.commands.seed_demo import seed_plans
+from challenges.models import Plan
+from challenges.services import challenge_activate
+seed_plans()
+User = get_user_model()
+out = {"challenges": []}
+user, _ = User.objects.get_or_create(username="loadtrader", defaults={"email": "l@example.com"})
+out["token"] = Token.objects.get_or_create(user=user)[0].key
+staff, _ = User.objects.get_or_create(username="loadstaff", defaults={"email": "s@example.com", "is_staff": True})
+out["staff_token"] = Token.objects.get_or_create(user=staff)[0].key
+for i in range(N_CHALLENGES):
+    c = challenge_activate(trader=user, plan=Plan.objects.get(slug="elite"), source_ref=f"seed:{i}")
+    out["challenges"].append(c.pk)
+print("SEED" + json.dumps(out))
+"""
+
+
+def seed_trader(env: dict[str, str], n_challenges: int = 1) -> dict:
+    manage(env, "migrate", "--noinput", "-v", "0")
+    out = manage(env, "shell", "-c", SEED_SCRIPT.replace("N_CHALLENGES", str(n_challenges)))
+    line = next(line for line in out.splitlines() if line.startswith("SEED"))
+    return json.loads(line[4:])
+
+
+def sql(database_url: str, query: str, *params):
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        return conn.execute(query, params).fetchall()
