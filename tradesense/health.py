@@ -17,7 +17,7 @@ from health_check.exceptions import ServiceUnavailable
 from health_check.views import HealthCheckView
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from tradesense.metrics import register_collector
+from tradesense.metrics import register_collectors
 
 
 @dataclasses.dataclass
@@ -54,11 +54,12 @@ full = HealthCheckView.as_view(
         "health_check.checks.Cache",
         Migrations,
         *_broker_checks(),
-        "risk.health.WorkerHeartbeat",
+        "risk.health.WorkerHeartbeatCheck",
+        "risk.health.RiskSweepCheck",
     )
 )
 
-register_collector()
+register_collectors()
 
 
 def metrics(request):

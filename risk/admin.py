@@ -1,0 +1,62 @@
+"""Read-only admin for what the risk engine recorded, and the preset action for plans.
+
+The Plan admin lives in challenges/admin.py; it can offer the presets with
+    actions = [*risk.admin.rule_preset_actions()]
+Every write goes through risk.services.plan_apply_rule_preset, so it is audited.
+"""
+
+from django.contrib import admin, messages
+
+from risk.models import RiskWarning, SweepTick, WorkerHeartbeat
+from risk.presets import RULE_PRESETS
+from risk.services import plan_apply_rule_preset
+
+
+class _ReadOnly(admin.ModelAdmin):
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(RiskWarning)
+class RiskWarningAdmin(_ReadOnly):
+    list_display = ("id", "challenge", "rule", "level", "trading_day", "used_pct", "equity", "floor", "created_at")
+    list_filter = ("rule", "level", "detected_by")
+    search_fields = ("challenge__id",)
+    date_hierarchy = "created_at"
+
+
+@admin.register(SweepTick)
+class SweepTickAdmin(_ReadOnly):
+    list_display = (
+        "tick", "started_at", "duration_ms", "evaluated", "marked", "locked", "failed", "passed", "warnings",
+        "deadline_hit", "worker",
+    )
+    list_filter = ("deadline_hit",)
+
+
+@admin.register(WorkerHeartbeat)
+class WorkerHeartbeatAdmin(_ReadOnly):
+    list_display = ("worker", "pid", "started_at", "beat_at")
+
+
+def _make_preset_action(preset: str):
+    def action(modeladmin, request, queryset):
+        for plan in queryset:
+            plan_apply_rule_preset(plan=plan, preset=preset, actor=request.user)
+        modeladmin.message_user(
+            request, f"Preset {preset} applied to {queryset.count()} plan(s).", level=messages.SUCCESS
+        )
+
+    action.__name__ = f"apply_rule_preset_{preset}"
+    action.short_description = f"Apply preset: {RULE_PRESETS[preset]['label']}"
+    return action
+
+
+def rule_preset_actions() -> list:
+    return [_make_preset_action(name) for name in RULE_PRESETS]
