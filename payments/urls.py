@@ -1,5 +1,11 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
+
+from payments import api
 
 app_name = "payments"
-# REST routes under /api/v1/ (API.md), added by the issue that builds this app.
-urlpatterns = []
+# REST routes under /api/v1/ (API.md).
+urlpatterns = [
+    path("purchases", api.PurchasesApi.as_view(), name="purchases"),
+    path("purchases/<int:purchase_id>", api.PurchaseDetailApi.as_view(), name="purchase-detail"),
+    path("payments/webhook", api.PaymentWebhookApi.as_view(), name="webhook"),
+]

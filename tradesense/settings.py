@@ -271,6 +271,14 @@ CELERY_BEAT_SCHEDULE = {
 MARKET_SEED = int(os.environ.get("MARKET_SEED", "20261129"))
 # A price older than this is refused for fills (503 stale_price), never silently used.
 MARKET_PRICE_MAX_AGE_SECONDS = env_float("MARKET_PRICE_MAX_AGE_SECONDS", 30.0)
+# With no ticker running (worker down), a fill advances the stale simulated price itself
+# instead of refusing (docs/trading.md); 0 makes a stale price a 503 instead.
+MARKET_SIM_CATCHUP_ON_FILL = env_bool("MARKET_SIM_CATCHUP_ON_FILL", True)
+# Optional external feed (challenges.market.HttpJsonFeed); quotes older than the max age
+# are ignored and the simulation carries on.
+MARKET_FEED_URL = os.environ.get("MARKET_FEED_URL", "")
+MARKET_FEED_MAX_AGE_SECONDS = env_float("MARKET_FEED_MAX_AGE_SECONDS", 10.0)
+MARKET_FEED_TIMEOUT_SECONDS = env_float("MARKET_FEED_TIMEOUT_SECONDS", 1.0)
 
 # --- Payments ---------------------------------------------------------------------
 PAYMENT_PROCESSOR_URL = os.environ.get("PAYMENT_PROCESSOR_URL", "http://127.0.0.1:8100")
@@ -285,6 +293,14 @@ if urlparse(PAYMENT_PROCESSOR_URL).scheme not in {"http", "https"}:
     )
 PAYMENT_PROCESSOR_TIMEOUT_SECONDS = env_float("PAYMENT_PROCESSOR_TIMEOUT_SECONDS", 3.0)
 WEBHOOK_TOLERANCE_SECONDS = 300
+# Retry policy and circuit breaker of the purchase queue (docs/payments.md): full-jitter
+# backoff from BASE doubling up to CAP; past HORIZON (well inside the processor's 24 h
+# idempotency-key retention) a purchase goes to reconciliation.
+PAYMENT_RETRY_BASE_SECONDS = env_float("PAYMENT_RETRY_BASE_SECONDS", 2.0)
+PAYMENT_RETRY_CAP_SECONDS = env_float("PAYMENT_RETRY_CAP_SECONDS", 300.0)
+PAYMENT_RETRY_HORIZON_SECONDS = env_float("PAYMENT_RETRY_HORIZON_SECONDS", 3600.0)
+PAYMENT_CIRCUIT_FAILURE_THRESHOLD = int(env_float("PAYMENT_CIRCUIT_FAILURE_THRESHOLD", 5))
+PAYMENT_CIRCUIT_COOLDOWN_SECONDS = env_float("PAYMENT_CIRCUIT_COOLDOWN_SECONDS", 30.0)
 
 # --- Worker heartbeat ---------------------------------------------------------------
 WORKER_HEARTBEAT_FILE = os.environ.get("WORKER_HEARTBEAT_FILE", str(VAR_DIR / "worker-heartbeat"))
