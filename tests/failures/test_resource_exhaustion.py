@@ -36,8 +36,8 @@ def test_web_memory_stays_bounded_under_sustained_load():
                 def burst(n: int):
                     for i in range(n):
                         cid = seeded["challenges"][i % 2]
-                        side = "buy" if i % 2 == 0 else "sell"
-                        body = {"symbol": "EURUSD", "side": side, "qty": "1", "type": "market",
+                        side = "buy" if (i // 2) % 2 == 0 else "sell"  # each challenge alternates
+                        body = {"symbol": "EURUSD", "side": side, "qty": "0.1", "type": "market",
                                 "client_order_id": uuid.uuid4().hex}
                         assert client.post(f"/api/v1/challenges/{cid}/orders", json=body).status_code == 201
                         assert client.get(f"/api/v1/challenges/{cid}").status_code == 200
@@ -52,4 +52,5 @@ def test_web_memory_stays_bounded_under_sustained_load():
             web.kill()
     finally:
         pg.destroy()
+    print(f"web RSS after warm-up {warm:.1f} MiB, after 2,700 more requests {after:.1f} MiB")
     assert after - warm < 25, f"web RSS grew from {warm:.1f} MiB to {after:.1f} MiB over 2,700 requests"
