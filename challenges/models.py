@@ -4,6 +4,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from tradesense.common.money import MONEY, PERCENT, PRICE, QUANTITY
 
@@ -115,6 +116,10 @@ class Challenge(models.Model):
     # Risk state (maintained by the inline check and the sweep, under the row lock).
     trading_day = models.DateField(null=True, blank=True)  # plan-time-zone day of day_anchor
     day_anchor = models.DecimalField(**MONEY, null=True, blank=True)
+    # Balance and equity at that day's reset (copied from the DailyAnchor row so the
+    # snapshot needs no extra query).
+    day_start_balance = models.DecimalField(**MONEY, null=True, blank=True)
+    day_start_equity = models.DecimalField(**MONEY, null=True, blank=True)
     intraday_high_equity = models.DecimalField(**MONEY, null=True, blank=True)
     eod_high = models.DecimalField(**MONEY, null=True, blank=True)
     max_loss_floor = models.DecimalField(**MONEY, null=True, blank=True)
@@ -212,6 +217,12 @@ class Order(models.Model):
             models.UniqueConstraint(fields=["challenge", "client_order_id"], name="order_client_id_unique_per_challenge"),
             models.CheckConstraint(condition=Q(qty__gt=0), name="order_qty_positive"),
         ]
+        # Replays "as at an instant" (daily anchors, portfolio history) walk a
+        # challenge's fills in time order.
+        indexes = [models.Index(fields=["challenge", "filled_at"], name="order_challenge_filled_at")]
+
+    def __str__(self):
+        return f"Order #{self.pk} {self.side} {self.qty} {self.instrument_id}"
 
 
 class Position(models.Model):
@@ -244,10 +255,13 @@ class LedgerEntry(models.Model):
     balance_after = models.DecimalField(**MONEY)
     order = models.ForeignKey(Order, null=True, blank=True, on_delete=models.PROTECT, related_name="ledger_entries")
     memo = models.CharField(max_length=200, blank=True, default="")
-    created_at = models.DateTimeField(auto_now_add=True)
+    # Set by the service to the fill's instant (not auto_now_add), so "the balance as at
+    # a reset" sums exactly the rows booked before it.
+    created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         ordering = ["id"]
+        indexes = [models.Index(fields=["challenge", "created_at"], name="ledger_challenge_created_at")]
 
     def save(self, *args, **kwargs):
         if self.pk is not None:

@@ -1,5 +1,27 @@
-from django.urls import path  # noqa: F401
+"""REST routes under /api/v1/ (API.md); no trailing slashes."""
+
+from django.urls import path
+
+from challenges import api
 
 app_name = "challenges"
-# REST routes under /api/v1/ (API.md), added by the issue that builds this app.
-urlpatterns = []
+
+urlpatterns = [
+    path("auth/register", api.RegisterApi.as_view(), name="register"),
+    path("auth/token", api.TokenApi.as_view(), name="token"),
+    path("plans", api.PlanListApi.as_view(), name="plans"),
+    path("challenges", api.ChallengeListApi.as_view(), name="challenges"),
+    path("challenges/<int:challenge_id>", api.ChallengeDetailApi.as_view(), name="challenge"),
+    path("challenges/<int:challenge_id>/orders", api.OrderListCreateApi.as_view(), name="orders"),
+    path(
+        "challenges/<int:challenge_id>/orders/by_client_order_id/<str:client_order_id>",
+        api.OrderByClientOrderIdApi.as_view(),
+        name="order-by-client-id",
+    ),
+    path("challenges/<int:challenge_id>/positions", api.PositionListApi.as_view(), name="positions"),
+    path("challenges/<int:challenge_id>/positions/<str:symbol>", api.PositionCloseApi.as_view(), name="position"),
+    path("challenges/<int:challenge_id>/portfolio/history", api.PortfolioHistoryApi.as_view(), name="portfolio-history"),
+    path("market/prices", api.MarketPriceListApi.as_view(), name="market-prices"),
+    path("market/prices/<str:symbol>", api.MarketPriceApi.as_view(), name="market-price"),
+    path("leaderboard", api.LeaderboardApi.as_view(), name="leaderboard"),
+]

@@ -6,7 +6,10 @@ re-reads the REST snapshot, so a failed send is logged and counted, and trading 
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import threading
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -26,13 +29,48 @@ def user_group(user_id: int) -> str:
     return f"user.{user_id}"
 
 
+# Why a long-lived loop: async_to_sync called from a thread with no event loop (a WSGI
+# worker, a Celery task) builds a new loop in a new thread per call, and channels_redis a
+# new Redis connection per loop: ~6 ms per event, three events per order. One loop per
+# process, with a layer instance of its own (so nobody closes its connections from
+# another loop), keeps them. The in-memory layer (no Redis) keeps async_to_sync: its
+# queues belong to the server's own loop. A send waits at most SEND_TIMEOUT_SECONDS.
+SEND_TIMEOUT_SECONDS = 2.0
+_sender_lock = threading.Lock()
+_sender: dict[str, Any] = {}
+
+
+def _sender_for(layer) -> tuple[asyncio.AbstractEventLoop, Any]:
+    with _sender_lock:
+        if _sender.get("pid") != os.getpid():  # none yet, or inherited through fork
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="realtime-sender", daemon=True).start()
+            _sender.clear()
+            _sender.update(pid=os.getpid(), loop=loop)
+        if _sender.get("source") is not layer:  # first use, or the settings changed
+            from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers
+
+            _sender.update(source=layer, layer=channel_layers.make_backend(DEFAULT_CHANNEL_LAYER))
+        return _sender["loop"], _sender["layer"]
+
+
 def send_event_now(*, group: str, type: str, challenge: int | None, version: int | None, data: dict[str, Any]) -> bool:
     frame = {"type": type, "challenge": challenge, "version": version, "data": data}
     try:
         layer = get_channel_layer()
         if layer is None:
             return False
-        async_to_sync(layer.group_send)(group, {"type": "stream.event", "frame": frame})
+        message = {"type": "stream.event", "frame": frame}
+        if layer.__class__.__name__ == "InMemoryChannelLayer":  # (`type` is the event type here)
+            async_to_sync(layer.group_send)(group, message)
+        else:
+            loop, own_layer = _sender_for(layer)
+            future = asyncio.run_coroutine_threadsafe(own_layer.group_send(group, message), loop)
+            try:
+                future.result(timeout=SEND_TIMEOUT_SECONDS)
+            except BaseException:
+                future.cancel()
+                raise
     except Exception as exc:  # noqa: BLE001 - a live event must never fail the caller
         REALTIME_SEND_FAILURES.inc()
         logger.warning("live event %s to %s not sent: %s", type, group, exc)

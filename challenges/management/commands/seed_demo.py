@@ -9,7 +9,8 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from challenges.models import Plan
+from challenges.catalogue import install_catalogue
+from challenges.models import Instrument, Plan, PriceTick
 
 PLANS = [
     {"slug": "starter", "name": "Starter", "price": Decimal("200.00"), "starting_balance": Decimal("5000.00"), "sort_order": 1},
@@ -39,6 +40,7 @@ class Command(BaseCommand):
     @transaction.atomic
     def handle(self, *args, **options):
         seed_plans()
+        install_catalogue(Instrument=Instrument, PriceTick=PriceTick)  # after a flush, say
         User = get_user_model()
         if not User.objects.filter(username="demo").exists():
             User.objects.create_user("demo", "demo@tradesense.local", "demo-pass-123")

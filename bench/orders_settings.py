@@ -1,0 +1,44 @@
+"""Settings variants for bench_orders.py experiments (DJANGO_SETTINGS_MODULE=bench.orders_settings).
+
+The application's settings, plus what BENCH_VARIANT names, so a serving or database
+option can be measured before anyone proposes it for tradesense/settings.py:
+  prepared   psycopg server-side binding: statements are prepared after 5 uses, so
+             PostgreSQL stops parsing and planning every query of the order path.
+  nocheck    no pool health check on checkout (saves a round trip per request; a dead
+             connection is then found by the request that uses it).
+  noevents   no channel layer: live events are skipped (measures their cost only).
+  nothrottle no order throttling (measures its cost only).
+  oldevents  the live-event transport as it was before the profile (a before/after).
+"""
+
+import os
+
+from tradesense.settings import *  # noqa: F403
+
+_variants = set(filter(None, os.environ.get("BENCH_VARIANT", "").split(",")))
+_db = DATABASES["default"]  # noqa: F405
+if "prepared" in _variants:
+    _db.setdefault("OPTIONS", {})["server_side_binding"] = True
+if "nocheck" in _variants:
+    _db["OPTIONS"]["pool"].pop("check", None)
+if "noevents" in _variants:
+    CHANNEL_LAYERS = {}
+if "nothrottle" in _variants:
+    REST_FRAMEWORK = {**REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"orders": None, "auth": None}}  # noqa: F405
+if "oldevents" in _variants:
+    # The live-event transport before the long-lived sender loop (git history of
+    # tradesense/common/realtime.py): async_to_sync per event. For a before/after figure.
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    from tradesense.common import realtime
+
+    def _send_event_now_per_call_loop(*, group, type, challenge, version, data):  # noqa: A002
+        frame = {"type": type, "challenge": challenge, "version": version, "data": data}
+        try:
+            async_to_sync(get_channel_layer().group_send)(group, {"type": "stream.event", "frame": frame})
+        except Exception:  # noqa: BLE001
+            return False
+        return True
+
+    realtime.send_event_now = _send_event_now_per_call_loop
