@@ -83,3 +83,14 @@ def make_challenge(plans):
 
 
 ZERO = Decimal("0")
+
+
+@pytest.fixture(autouse=True)
+def _live_events_not_paused():
+    """A test that breaks the channel layer pauses live sends for a few seconds
+    (tradesense.common.realtime); the next test starts with sends enabled."""
+    from tradesense.common import realtime
+
+    realtime._paused_until = 0.0
+    yield
+    realtime._paused_until = 0.0

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import threading
+import time
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -34,8 +35,13 @@ def user_group(user_id: int) -> str:
 # new Redis connection per loop: ~6 ms per event, three events per order. One loop per
 # process, with a layer instance of its own (so nobody closes its connections from
 # another loop), keeps them. The in-memory layer (no Redis) keeps async_to_sync: its
-# queues belong to the server's own loop. A send waits at most SEND_TIMEOUT_SECONDS.
-SEND_TIMEOUT_SECONDS = 2.0
+# queues belong to the server's own loop. A send waits at most SEND_TIMEOUT_SECONDS
+# (a healthy one takes about a millisecond), and after a failure sends are skipped for
+# PAUSE_AFTER_FAILURE_SECONDS: a hung Redis costs one order one wait, not every order
+# three (each skipped send is counted as a failure; clients resync from REST).
+SEND_TIMEOUT_SECONDS = 0.5
+PAUSE_AFTER_FAILURE_SECONDS = 5.0
+_paused_until = 0.0
 _sender_lock = threading.Lock()
 _sender: dict[str, Any] = {}
 
@@ -55,7 +61,11 @@ def _sender_for(layer) -> tuple[asyncio.AbstractEventLoop, Any]:
 
 
 def send_event_now(*, group: str, type: str, challenge: int | None, version: int | None, data: dict[str, Any]) -> bool:
+    global _paused_until
     frame = {"type": type, "challenge": challenge, "version": version, "data": data}
+    if time.monotonic() < _paused_until:
+        REALTIME_SEND_FAILURES.inc()
+        return False
     try:
         layer = get_channel_layer()
         if layer is None:
@@ -73,7 +83,8 @@ def send_event_now(*, group: str, type: str, challenge: int | None, version: int
                 raise
     except Exception as exc:  # noqa: BLE001 - a live event must never fail the caller
         REALTIME_SEND_FAILURES.inc()
-        logger.warning("live event %s to %s not sent: %s", type, group, exc)
+        _paused_until = time.monotonic() + PAUSE_AFTER_FAILURE_SECONDS
+        logger.warning("live event %s to %s not sent (pausing sends %.0f s): %r", type, group, PAUSE_AFTER_FAILURE_SECONDS, exc)
         return False
     REALTIME_EVENTS_SENT.inc()
     return True
