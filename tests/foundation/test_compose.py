@@ -12,7 +12,7 @@ LONG_RUNNING = [name for name in SERVICES if name != "migrate"]
 
 
 def test_every_service_of_the_seed_is_there():
-    assert {"db", "redis", "cache", "web", "lb", "worker", "beat", "processor"} <= set(SERVICES)
+    assert {"db", "redis", "cache", "web", "ws", "lb", "worker", "beat", "processor"} <= set(SERVICES)
 
 
 @pytest.mark.parametrize("name", LONG_RUNNING)
@@ -38,15 +38,16 @@ def test_service_logs_rotate(name):
     assert options["max-size"] and int(options["max-file"]) >= 1
 
 
-@pytest.mark.parametrize("name", ["web", "worker", "beat"])
+@pytest.mark.parametrize("name", ["web", "ws", "worker", "beat"])
 def test_app_services_wait_for_healthy_dependencies(name):
     depends = SERVICES[name]["depends_on"]
     assert depends["db"]["condition"] == "service_healthy"
     assert depends["redis"]["condition"] == "service_healthy"
 
 
-def test_lb_waits_for_healthy_web():
+def test_lb_waits_for_healthy_web_and_ws():
     assert SERVICES["lb"]["depends_on"]["web"]["condition"] == "service_healthy"
+    assert SERVICES["lb"]["depends_on"]["ws"]["condition"] == "service_healthy"
 
 
 def test_database_healthcheck_is_pg_isready_on_a_volume():
@@ -61,6 +62,8 @@ def test_broker_redis_never_evicts_and_cache_redis_does():
 
 def test_two_web_replicas_and_exactly_one_beat():
     assert SERVICES["web"]["deploy"]["replicas"] == 2
+    assert SERVICES["ws"]["deploy"]["replicas"] == 2
+    assert SERVICES["web"]["command"][0] == "gunicorn" and SERVICES["ws"]["command"][0] == "uvicorn"
     assert SERVICES["beat"]["deploy"].get("replicas", 1) == 1
 
 
@@ -71,8 +74,11 @@ def test_web_healthcheck_uses_liveness_endpoint():
 def test_nginx_routes_http_and_websocket_with_passive_health_checks():
     conf = (ROOT / "ops" / "nginx" / "nginx.conf").read_text()
     assert "location /ws/" in conf and "proxy_set_header Upgrade $http_upgrade" in conf
-    assert "max_fails=" in conf and "fail_timeout=" in conf
-    assert "proxy_pass http://web" in conf
+    assert conf.count("max_fails=") == 2 and "fail_timeout=" in conf
+    ws_block = conf[conf.index("location /ws/") : conf.index("location / {")]
+    assert "proxy_pass http://ws" in ws_block
+    assert "proxy_pass http://web" in conf[conf.index("location / {") :]
+    assert "server web:8000" in conf and "server ws:8001" in conf
 
 
 def test_app_services_get_their_config_from_the_environment():
