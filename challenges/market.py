@@ -270,3 +270,31 @@ def market_fresh_price(*, instrument: Instrument, now: datetime) -> Decimal:
         SIM_CATCHUPS.inc()
     instrument.price, instrument.price_at, instrument.sim_step = locked.price, locked.price_at, locked.sim_step
     return instrument.price
+
+
+# Price history is kept tick by tick for HISTORY_FULL_DAYS (equity curves, replays, the
+# daily anchor's catch-up), then thinned to the last tick of each minute: one tick a
+# second on 8 symbols is ~690,000 rows a day, and a disk that fills stops the database
+# (the seed's disk-exhaustion case). The kept tick is the one "at or before" any instant
+# of that minute resolves to, so a catch-up after long downtime still finds a price.
+HISTORY_FULL_DAYS = 2
+HISTORY_COMPACT_BATCH = 50_000
+
+
+def market_history_compact(*, now: datetime | None = None, full_days: int = HISTORY_FULL_DAYS) -> int:
+    """Delete all but the last tick per instrument and minute older than `full_days`.
+    Idempotent and batched; returns the number of ticks deleted."""
+    from django.db.models import F, Window
+    from django.db.models.functions import RowNumber, TruncMinute
+
+    cutoff = (now or timezone.now()) - timedelta(days=full_days)
+    ranked = PriceTick.objects.filter(at__lt=cutoff).annotate(
+        rank=Window(RowNumber(), partition_by=[F("instrument_id"), TruncMinute("at")], order_by=[F("at").desc(), F("id").desc()])
+    )
+    deleted = 0
+    while True:
+        ids = list(ranked.filter(rank__gt=1).values_list("id", flat=True)[:HISTORY_COMPACT_BATCH])
+        if not ids:
+            return deleted
+        with transaction.atomic():
+            deleted += PriceTick.objects.filter(id__in=ids).delete()[0]

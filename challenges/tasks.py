@@ -11,3 +11,11 @@ from challenges.market import market_tick as market_tick_service
 @shared_task(name="challenges.tasks.market_tick", expires=10, ignore_result=True)
 def market_tick() -> int:
     return len(market_tick_service())
+
+
+# Idempotent (a second run finds nothing to thin), so a redelivery is harmless.
+@shared_task(name="challenges.tasks.market_history_compact", acks_late=True, ignore_result=True)
+def market_history_compact() -> int:
+    from challenges.market import market_history_compact as compact
+
+    return compact()

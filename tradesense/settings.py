@@ -264,6 +264,7 @@ CELERY_BEAT_SCHEDULE = {
     "risk-daily-reset": {"task": "risk.tasks.risk_daily_reset", "schedule": timedelta(seconds=30)},
     "payments-sweep": {"task": "payments.tasks.payments_sweep", "schedule": timedelta(seconds=env_float("PAYMENTS_SWEEP_SECONDS", 2))},
     "payments-reconcile": {"task": "payments.tasks.payments_reconcile", "schedule": timedelta(seconds=30)},
+    "market-history-compact": {"task": "challenges.tasks.market_history_compact", "schedule": timedelta(hours=1)},
     "market-tick": {"task": "challenges.tasks.market_tick", "schedule": timedelta(seconds=env_float("MARKET_TICK_SECONDS", 1))},
 }
 
