@@ -17,31 +17,9 @@ from challenges.services import (
     conflict_resolve,
     plan_save,
 )
+from tradesense.common.admin import ReadOnlyAdmin, ReadOnlyInline
 from tradesense.common.errors import DomainError
 from tradesense.common.models import Conflict
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
-class ReadOnlyInline(admin.TabularInline):
-    extra = 0
-    can_delete = False
-    show_change_link = True
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
 
 def _preset_actions() -> list:

@@ -5,18 +5,7 @@ from django.contrib import admin, messages
 
 from payments import circuit, services
 from payments.models import PaymentAttempt, ProcessorCircuit, Purchase, WebhookEvent
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        # View-only pages; the actions below are the only writes, through services.
-        return False
+from tradesense.common.admin import ReadOnlyAdmin
 
 
 class PaymentAttemptInline(admin.TabularInline):

@@ -10,21 +10,11 @@ from django.contrib import admin, messages
 from risk.models import RiskWarning, SweepTick, WorkerHeartbeat
 from risk.presets import RULE_PRESETS
 from risk.services import plan_apply_rule_preset
-
-
-class _ReadOnly(admin.ModelAdmin):
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
+from tradesense.common.admin import ReadOnlyAdmin
 
 
 @admin.register(RiskWarning)
-class RiskWarningAdmin(_ReadOnly):
+class RiskWarningAdmin(ReadOnlyAdmin):
     list_display = ("id", "challenge", "rule", "level", "trading_day", "used_pct", "equity", "floor", "created_at")
     list_filter = ("rule", "level", "detected_by")
     search_fields = ("challenge__id",)
@@ -32,7 +22,7 @@ class RiskWarningAdmin(_ReadOnly):
 
 
 @admin.register(SweepTick)
-class SweepTickAdmin(_ReadOnly):
+class SweepTickAdmin(ReadOnlyAdmin):
     list_display = (
         "tick", "started_at", "duration_ms", "evaluated", "marked", "locked", "failed", "passed", "warnings",
         "deadline_hit", "worker",
@@ -41,7 +31,7 @@ class SweepTickAdmin(_ReadOnly):
 
 
 @admin.register(WorkerHeartbeat)
-class WorkerHeartbeatAdmin(_ReadOnly):
+class WorkerHeartbeatAdmin(ReadOnlyAdmin):
     list_display = ("worker", "pid", "started_at", "beat_at")
 
 

@@ -7,7 +7,10 @@ from django.contrib import admin
 from tradesense.common.models import AuditEvent, IdempotencyRecord
 
 
-class _ReadOnly(admin.ModelAdmin):
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """View-only pages: operators change data only through actions that call a service,
+    so every write is audited like any other."""
+
     def has_add_permission(self, request, obj=None):
         return False
 
@@ -18,8 +21,20 @@ class _ReadOnly(admin.ModelAdmin):
         return False
 
 
+class ReadOnlyInline(admin.TabularInline):
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(AuditEvent)
-class AuditEventAdmin(_ReadOnly):
+class AuditEventAdmin(ReadOnlyAdmin):
     list_display = ("id", "created_at", "action", "object_type", "object_id", "actor_label", "reason")
     list_filter = ("action", "object_type")
     search_fields = ("=object_id", "actor_label", "action")
@@ -30,7 +45,7 @@ class AuditEventAdmin(_ReadOnly):
 
 
 @admin.register(IdempotencyRecord)
-class IdempotencyRecordAdmin(_ReadOnly):
+class IdempotencyRecordAdmin(ReadOnlyAdmin):
     list_display = ("id", "created_at", "scope", "key", "status_code")
     search_fields = ("=key", "scope")
     date_hierarchy = "created_at"
