@@ -97,3 +97,23 @@ def exposure(*, qty: Decimal, price: Decimal, contract_size: Decimal) -> Decimal
     with localcontext() as ctx:
         ctx.prec = EXACT_PRECISION
         return abs(qty) * price * contract_size
+
+
+def book_apply_fill(book: dict, *, order) -> None:
+    """Net one filled order into a replayed book {instrument_id: (instrument, qty,
+    avg_entry_price)}: used to rebuild positions as they were at an earlier instant
+    (daily anchors, portfolio history) from the immutable order rows."""
+    instrument = order.instrument
+    _, qty, avg = book.get(order.instrument_id, (instrument, ZERO, ZERO))
+    result = net_fill(
+        qty=qty,
+        avg_entry_price=avg,
+        side=order.side,
+        fill_qty=order.filled_qty,
+        price=order.filled_avg_price,
+        contract_size=instrument.contract_size,
+    )
+    if result.qty == 0:
+        book.pop(order.instrument_id, None)
+    else:
+        book[order.instrument_id] = (instrument, result.qty, result.avg_entry_price)

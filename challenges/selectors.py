@@ -298,20 +298,7 @@ def portfolio_history(*, challenge: Challenge, timeframe: str | None = None, lim
     timestamps, equities, pls = [], [], []
     for index, at in enumerate(points):
         while fi < len(fills) and fills[fi].filled_at <= at:
-            order = fills[fi]
-            _inst, qty, avg = held.get(order.instrument_id, (order.instrument, ZERO, ZERO))
-            result = netting.net_fill(
-                qty=qty,
-                avg_entry_price=avg,
-                side=order.side,
-                fill_qty=order.filled_qty,
-                price=order.filled_avg_price,
-                contract_size=order.instrument.contract_size,
-            )
-            if result.qty == 0:
-                held.pop(order.instrument_id, None)
-            else:
-                held[order.instrument_id] = (order.instrument, result.qty, result.avg_entry_price)
+            netting.book_apply_fill(held, order=fills[fi])
             fi += 1
         while li < len(ledger) and ledger[li][0] <= at:
             balance += ledger[li][1]

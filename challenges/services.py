@@ -231,7 +231,7 @@ def challenge_state_at(*, challenge: Challenge, at: datetime) -> tuple[Decimal, 
     balance = challenge.starting_balance + (booked or ZERO)
     held = _positions_at(challenge=challenge, at=at)
     equity = balance
-    for instrument, (qty, avg) in held.items():
+    for instrument, qty, avg in held.values():
         price = _price_at(instrument=instrument, at=at, challenge=challenge)
         equity += netting.unrealized_pl(
             qty=qty, avg_entry_price=avg, price=price, contract_size=instrument.contract_size
@@ -239,29 +239,17 @@ def challenge_state_at(*, challenge: Challenge, at: datetime) -> tuple[Decimal, 
     return balance, equity
 
 
-def _positions_at(*, challenge: Challenge, at: datetime) -> dict[Instrument, tuple[Decimal, Decimal]]:
+def _positions_at(*, challenge: Challenge, at: datetime) -> dict[int, tuple[Instrument, Decimal, Decimal]]:
     if challenge.last_trade_at is None or challenge.last_trade_at < at:
         # Nothing was filled since `at`: the open positions are the ones held then.
         return {
-            p.instrument: (p.qty, p.avg_entry_price)
+            p.instrument_id: (p.instrument, p.qty, p.avg_entry_price)
             for p in Position.objects.filter(challenge=challenge).select_related("instrument")
         }
-    held: dict[Instrument, tuple[Decimal, Decimal]] = {}
+    held: dict[int, tuple[Instrument, Decimal, Decimal]] = {}
     fills = Order.objects.filter(challenge=challenge, filled_at__lt=at).select_related("instrument")
     for order in fills.order_by("filled_at", "id"):
-        qty, avg = held.get(order.instrument, (ZERO, ZERO))
-        result = netting.net_fill(
-            qty=qty,
-            avg_entry_price=avg,
-            side=order.side,
-            fill_qty=order.filled_qty,
-            price=order.filled_avg_price,
-            contract_size=order.instrument.contract_size,
-        )
-        if result.qty == 0:
-            held.pop(order.instrument, None)
-        else:
-            held[order.instrument] = (result.qty, result.avg_entry_price)
+        netting.book_apply_fill(held, order=order)
     return held
 
 
