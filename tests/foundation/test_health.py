@@ -84,3 +84,20 @@ def test_api_docs_need_no_cdn(client):
     page = client.get("/api/v1/docs").content.decode()
     assert "cdn.jsdelivr" not in page
     assert "swagger-ui-bundle.js" in page
+
+
+@pytest.mark.django_db
+def test_metrics_carry_the_seeds_monitoring_list(client):
+    body = client.get("/metrics").content.decode()
+    for name in (
+        "process_start_time_seconds",  # restarts
+        "tradesense_db_pool_connections_in_use",
+        "tradesense_db_pool_connections_max",
+        "tradesense_cache_requests_total",
+        "tradesense_websocket_connections",
+        "tradesense_websocket_connects_total",
+        "tradesense_worker_heartbeat_age_seconds",
+        "tradesense_payment_retry_queue_depth",
+    ):
+        base = name.removesuffix("_total")  # a counter's TYPE line names it without _total
+        assert f"# TYPE {base} " in body, name
