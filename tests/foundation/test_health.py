@@ -99,5 +99,4 @@ def test_metrics_carry_the_seeds_monitoring_list(client):
         "tradesense_worker_heartbeat_age_seconds",
         "tradesense_payment_retry_queue_depth",
     ):
-        base = name.removesuffix("_total")  # a counter's TYPE line names it without _total
-        assert f"# TYPE {base} " in body, name
+        assert f"# TYPE {name} " in body, name
