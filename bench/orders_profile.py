@@ -2,15 +2,22 @@
 bench_orders.py, not run by `make bench`).
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/ts_bench_orders .venv/bin/python bench/orders_profile.py [N]
+    options: --cpu      profile on the CPU clock (time.process_time) instead of the wall clock
+             --measure  no profiler: CPU ms and wall ms per order only (quick A/B of a change)
+             --sql      print the SQL statements of one buy and one sell, then stop
 
-Uses the database bench_orders.py seeded (run it first). Prints the hottest functions
-by cumulative and by own time, and the wall time per order. PROFILE_NO_EVENTS=1 leaves
-the live-event transport out.
+Uses the database bench_orders.py seeded (run it first). Requests go straight into
+Django's WSGIHandler (what gunicorn calls, without the HTTP parsing), each with a token,
+an Idempotency-Key and a client_order_id, as the benchmark sends them. Prints the
+hottest functions by cumulative and by own time, and the time per order.
+PROFILE_NO_EVENTS=1 leaves the live-event transport out.
 """
 
 from __future__ import annotations
 
+import argparse
 import cProfile
+import io
 import json
 import os
 import pstats
@@ -23,17 +30,23 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_orders import bench_database_url, server_env  # noqa: E402
+from bench_orders import _cpu_seconds, backend_pids, bench_database_url, server_env  # noqa: E402
 
 
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 500
+    parser = argparse.ArgumentParser()
+    parser.add_argument("n", nargs="?", type=int, default=500)
+    parser.add_argument("--cpu", action="store_true")
+    parser.add_argument("--measure", action="store_true")
+    parser.add_argument("--sql", action="store_true")
+    args = parser.parse_args()
     os.environ.update(server_env(bench_database_url()))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tradesense.settings")
     import django
 
     django.setup()
-    from django.test import Client
+    from django.core.handlers.wsgi import WSGIHandler
+    from django.db import connection
     from rest_framework.authtoken.models import Token
 
     from challenges.market import market_tick
@@ -47,30 +60,65 @@ def main() -> None:
         realtime.send_event_now = lambda **kwargs: True
     challenges = list(Challenge.objects.filter(status="active").values_list("pk", "trader_id")[:200])
     tokens = dict(Token.objects.values_list("user_id", "key"))
-    client = Client(HTTP_HOST="127.0.0.1")
+    handler = WSGIHandler()
+    sides: dict[int, str] = {}
 
     def one(i: int) -> int:
         cid, uid = challenges[i % len(challenges)]
-        body = {"symbol": "EURUSD", "side": "buy" if (i // len(challenges)) % 2 == 0 else "sell", "qty": "0.01",
-                "client_order_id": uuid.uuid4().hex}
-        response = client.post(
-            f"/api/v1/challenges/{cid}/orders", json.dumps(body), content_type="application/json",
-            headers={"Authorization": f"Token {tokens[uid]}", "Idempotency-Key": uuid.uuid4().hex},
-        )
-        return response.status_code
+        side = sides[cid] = "sell" if sides.get(cid) == "buy" else "buy"
+        body = json.dumps({"symbol": "EURUSD", "side": side, "qty": "0.01", "type": "market",
+                           "client_order_id": uuid.uuid4().hex}).encode()
+        environ = {
+            "REQUEST_METHOD": "POST", "PATH_INFO": f"/api/v1/challenges/{cid}/orders", "QUERY_STRING": "",
+            "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "18050", "SERVER_PROTOCOL": "HTTP/1.1",
+            "HTTP_HOST": "127.0.0.1", "REMOTE_ADDR": "127.0.0.1", "wsgi.url_scheme": "http",
+            "wsgi.input": io.BytesIO(body), "CONTENT_TYPE": "application/json", "CONTENT_LENGTH": str(len(body)),
+            "HTTP_AUTHORIZATION": f"Token {tokens[uid]}", "HTTP_IDEMPOTENCY_KEY": uuid.uuid4().hex,
+        }
+        status = []
+        response = handler(environ, lambda s, h: status.append(s))
+        b"".join(response)
+        response.close()
+        return int(status[0].split()[0])
 
     for i in range(50):  # warm caches and connections
         one(i)
-    profiler = cProfile.Profile()
-    started = time.perf_counter()
-    profiler.enable()
-    codes = [one(i) for i in range(n)]
-    profiler.disable()
-    elapsed = time.perf_counter() - started
-    print(f"{n} orders in {elapsed:.2f}s: {elapsed / n * 1000:.2f} ms each (profiled), codes {set(codes)}")
-    stats = pstats.Stats(profiler)
-    stats.sort_stats("cumulative").print_stats(45)
-    stats.sort_stats("tottime").print_stats(25)
+    if args.sql:
+        log: list[str] = []
+
+        def record(execute, sql, params, many, context):
+            log.append(sql)
+            return execute(sql, params, many, context)
+
+        for i in (50, 50 + len(challenges)):  # a buy and a sell on one challenge
+            log.clear()
+            with connection.execute_wrapper(record):
+                code = one(i)
+            print(f"{code}: {len(log)} statements (plus BEGIN, COMMIT and the pool's check)")
+            for sql in log:
+                print("   ", sql[:160])
+        return
+    profiler = None
+    if not args.measure:
+        profiler = cProfile.Profile(time.process_time) if args.cpu else cProfile.Profile()
+    url = bench_database_url()
+    pids = backend_pids(url)
+    db_cpu = {pid: _cpu_seconds(pid) for pid in pids}
+    cpu, started = time.process_time(), time.perf_counter()
+    if profiler:
+        profiler.enable()
+    codes = [one(i) for i in range(args.n)]
+    if profiler:
+        profiler.disable()
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    db_cpu = sum(_cpu_seconds(pid) - db_cpu.get(pid, 0.0) for pid in pids | backend_pids(url))
+    print(f"{args.n} orders: {cpu / args.n * 1000:.2f} ms CPU here, {db_cpu / args.n * 1000:.2f} ms CPU in "
+          f"PostgreSQL, {elapsed / args.n * 1000:.2f} ms wall each"
+          f"{' (profiled)' if profiler else ''}, codes {sorted(set(codes))}")
+    if profiler:
+        stats = pstats.Stats(profiler)
+        stats.sort_stats("cumulative").print_stats(60)
+        stats.sort_stats("tottime").print_stats(30)
 
 
 if __name__ == "__main__":

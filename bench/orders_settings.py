@@ -2,8 +2,14 @@
 
 The application's settings, plus what BENCH_VARIANT names, so a serving or database
 option can be measured before anyone proposes it for tradesense/settings.py:
-  prepared   psycopg server-side binding: statements are prepared after 5 uses, so
-             PostgreSQL stops parsing and planning every query of the order path.
+  prepared   psycopg server-side binding with prepare_threshold=5 for every query: the
+             ORM's are prepared after 5 uses on a connection too (the order path's raw
+             statements are prepared anyway, see tradesense/common/rawsql.py).
+  serverbinding  server-side binding alone (Django's default prepare_threshold=None:
+             nothing is prepared; what the earlier "prepared" variant measured).
+  noprepare  the order path's raw statements through Django's ordinary client-side
+             binding cursor, unprepared (a before/after of rawsql.cursor()).
+  ormauth    DRF's own TokenAuthentication (a before/after of the raw token look-up).
   nocheck    no pool health check on checkout (saves a round trip per request; a dead
              connection is then found by the request that uses it).
   noevents   no channel layer: live events are skipped (measures their cost only).
@@ -18,9 +24,29 @@ from tradesense.settings import *  # noqa: F403
 _variants = set(filter(None, os.environ.get("BENCH_VARIANT", "").split(",")))
 _db = DATABASES["default"]  # noqa: F405
 if "prepared" in _variants:
+    # Django leaves prepare_threshold at None (never prepare) unless it is given.
+    _db.setdefault("OPTIONS", {}).update(server_side_binding=True, prepare_threshold=5)
+if "serverbinding" in _variants:
     _db.setdefault("OPTIONS", {})["server_side_binding"] = True
 if "nocheck" in _variants:
-    _db["OPTIONS"]["pool"].pop("check", None)
+    # Django passes check=ConnectionPool.check_connection when CONN_HEALTH_CHECKS is on
+    # (the pool options never hold "check": popping it, as this variant once did, measured
+    # nothing).
+    _db["CONN_HEALTH_CHECKS"] = False
+if "noprepare" in _variants:
+    from django.db import connection as _connection
+
+    from tradesense.common import rawsql
+
+    rawsql.cursor = lambda: _connection.cursor()
+if "ormauth" in _variants:
+    REST_FRAMEWORK = {  # noqa: F405
+        **REST_FRAMEWORK,  # noqa: F405
+        "DEFAULT_AUTHENTICATION_CLASSES": [
+            "rest_framework.authentication.TokenAuthentication",
+            "rest_framework.authentication.SessionAuthentication",
+        ],
+    }
 if "noevents" in _variants:
     CHANNEL_LAYERS = {}
 if "nothrottle" in _variants:

@@ -16,7 +16,7 @@ from datetime import date, datetime
 from decimal import Decimal
 
 from django.db import IntegrityError, transaction
-from django.db.models import F, Sum
+from django.db.models import Sum
 from django.forms.models import model_to_dict
 from django.utils import timezone
 
@@ -45,9 +45,10 @@ from challenges.models import (
     PriceTick,
 )
 from risk import rules as risk_rules
-from tradesense.common.audit import audit_record
+from tradesense.common import rawsql
+from tradesense.common.audit import _jsonable, actor_label_for, audit_record
 from tradesense.common.errors import InvalidInput, StateConflict
-from tradesense.common.models import Conflict
+from tradesense.common.models import AuditEvent, Conflict
 from tradesense.common.realtime import send_event_on_commit
 
 ZERO = Decimal("0")
@@ -161,13 +162,18 @@ def user_register(*, username: str, email: str, password: str):
 def challenge_lock(*, challenge_id: int, trader=None) -> Challenge:
     """Lock one challenge row for the rest of the caller's transaction (404 when it is not
     the trader's: someone else's challenge does not exist for them)."""
-    qs = Challenge.objects.select_for_update()
+    # Raw SQL (tradesense.common.rawsql): this runs on every order.
+    sql = f'SELECT {rawsql.select_list(Challenge, "c")} FROM "{Challenge._meta.db_table}" c WHERE c."id" = %s'
+    params = [int(challenge_id)]
     if trader is not None:
-        qs = qs.filter(trader=trader)
-    try:
-        return qs.get(pk=challenge_id)
-    except Challenge.DoesNotExist:
-        raise ChallengeNotFound() from None
+        sql += ' AND c."trader_id" = %s'
+        params.append(trader.pk)
+    with rawsql.cursor() as cursor:
+        cursor.execute(sql + rawsql.for_update(), params)
+        row = cursor.fetchone()
+    if row is None:
+        raise ChallengeNotFound()
+    return rawsql.load(Challenge, row)
 
 
 def challenge_check_version(*, challenge: Challenge, expected_version: int | None, attempted_change: dict) -> None:
@@ -194,9 +200,15 @@ def _challenge_write(*, challenge: Challenge, fields: tuple[str, ...], bump: boo
     refused, never silently overwritten."""
     values = {name: getattr(challenge, name) for name in fields}
     values["updated_at"] = now
+    assignments = ", ".join(f'"{Challenge._meta.get_field(name).column}" = %s' for name in values)
     if bump:
-        values["version"] = F("version") + 1
-    rows = Challenge.objects.filter(pk=challenge.pk, version=challenge.version).update(**values)
+        assignments += ', "version" = "version" + 1'
+    with rawsql.cursor() as cursor:
+        cursor.execute(
+            f'UPDATE "{Challenge._meta.db_table}" SET {assignments} WHERE "id" = %s AND "version" = %s',
+            [rawsql.db_value(Challenge, name, value) for name, value in values.items()] + [challenge.pk, challenge.version],
+        )
+        rows = cursor.rowcount
     if rows != 1:
         actual = Challenge.objects.filter(pk=challenge.pk).values_list("version", flat=True).first()
         raise ChallengeStaleVersion(
@@ -362,7 +374,8 @@ def _apply_fill(
         "avg_entry_price": position.avg_entry_price if position else ZERO,
         "balance": challenge.balance,
     }
-    order = Order.objects.create(
+    stamp = timezone.now()  # what auto_now / auto_now_add would write
+    order = Order(
         challenge=challenge,
         client_order_id=client_order_id,
         instrument=instrument,
@@ -375,51 +388,80 @@ def _apply_fill(
         realized_pl=result.realized_pl,
         reason=reason,
         filled_at=now,
+        created_at=stamp,
     )
-    if result.qty == 0:
-        position.delete()
-        position = None
-    elif position is None:
-        position = Position.objects.create(
-            challenge=challenge, instrument=instrument, qty=result.qty, avg_entry_price=result.avg_entry_price, opened_at=now
+    position_table = Position._meta.db_table
+    # Raw SQL (tradesense.common.rawsql), one cursor for the fill's writes: this runs on
+    # every order.
+    with rawsql.cursor() as cursor:
+        rawsql.insert_row(order, cur=cursor)
+        if result.qty == 0:
+            cursor.execute(f'DELETE FROM "{position_table}" WHERE "id" = %s', [position.pk])
+            position = None
+        elif position is None:
+            position = Position(
+                challenge=challenge,
+                instrument=instrument,
+                qty=result.qty,
+                avg_entry_price=result.avg_entry_price,
+                opened_at=now,
+                updated_at=stamp,
+            )
+            rawsql.insert_row(position, cur=cursor)
+        else:
+            if (position.qty > 0) != (result.qty > 0):
+                position.opened_at = now  # a flip opens a new position
+            position.qty = result.qty
+            position.avg_entry_price = result.avg_entry_price
+            position.updated_at = stamp
+            names = ("qty", "avg_entry_price", "opened_at", "updated_at")
+            cursor.execute(
+                f'UPDATE "{position_table}" SET "qty" = %s, "avg_entry_price" = %s, "opened_at" = %s, "updated_at" = %s '
+                'WHERE "id" = %s',
+                [rawsql.db_value(Position, name, getattr(position, name)) for name in names] + [position.pk],
+            )
+        if result.realized_pl != 0:
+            challenge.balance += result.realized_pl
+            rawsql.insert_row(
+                LedgerEntry(
+                    challenge=challenge,
+                    kind=LedgerEntry.Kind.REALIZED_PL,
+                    amount=result.realized_pl,
+                    balance_after=challenge.balance,
+                    order=order,
+                    memo=f"{side} {qty} {instrument.symbol} @ {price}",
+                    created_at=now,
+                ),
+                cur=cursor,
+            )
+        challenge.last_trade_at = now
+        # audit_record's row, written like the others (same columns and JSON as audit_record).
+        rawsql.insert_row(
+            AuditEvent(
+                created_at=stamp,
+                actor=actor if getattr(actor, "is_authenticated", False) else None,
+                actor_label=actor_label or actor_label_for(actor),
+                action="order.filled",
+                object_type=Order._meta.label_lower,
+                object_id=str(order.pk),
+                before=_jsonable(before),
+                after=_jsonable(
+                    {
+                        "challenge": challenge.pk,
+                        "symbol": instrument.symbol,
+                        "side": side,
+                        "qty": qty,
+                        "price": price,
+                        "position_qty": result.qty,
+                        "avg_entry_price": result.avg_entry_price,
+                        "realized_pl": result.realized_pl,
+                        "balance": challenge.balance,
+                    }
+                ),
+                reason=reason or "market order",
+            ),
+            cur=cursor,
         )
-    else:
-        if (position.qty > 0) != (result.qty > 0):
-            position.opened_at = now  # a flip opens a new position
-        position.qty = result.qty
-        position.avg_entry_price = result.avg_entry_price
-        position.save(update_fields=["qty", "avg_entry_price", "opened_at", "updated_at"])
-    if result.realized_pl != 0:
-        challenge.balance += result.realized_pl
-        LedgerEntry.objects.create(
-            challenge=challenge,
-            kind=LedgerEntry.Kind.REALIZED_PL,
-            amount=result.realized_pl,
-            balance_after=challenge.balance,
-            order=order,
-            memo=f"{side} {qty} {instrument.symbol} @ {price}",
-            created_at=now,
-        )
-    challenge.last_trade_at = now
-    audit_record(
-        action="order.filled",
-        obj=order,
-        actor=actor,
-        actor_label=actor_label,
-        before=before,
-        after={
-            "challenge": challenge.pk,
-            "symbol": instrument.symbol,
-            "side": side,
-            "qty": qty,
-            "price": price,
-            "position_qty": result.qty,
-            "avg_entry_price": result.avg_entry_price,
-            "realized_pl": result.realized_pl,
-            "balance": challenge.balance,
-        },
-        reason=reason or "market order",
-    )
     return _Fill(order=order, position=position, symbol=instrument.symbol, realized_pl=result.realized_pl)
 
 
@@ -518,24 +560,59 @@ def order_place(
         raise
 
 
-def _existing_order(*, challenge: Challenge, client_order_id: str, symbol: str, side: str, qty: Decimal) -> Order | None:
-    # A bare existence probe first: nearly every order is new, and this runs on each one.
-    if not Order.objects.filter(challenge=challenge, client_order_id=client_order_id).exists():
-        return None
+def _existing_order(*, challenge: Challenge, client_order_id: str, symbol: str, side: str, qty: Decimal) -> Order:
     order = Order.objects.filter(challenge=challenge, client_order_id=client_order_id).select_related("instrument").get()
-    if order is not None and (order.instrument.symbol, order.side, order.qty) != (symbol, side, qty):
+    if (order.instrument.symbol, order.side, order.qty) != (symbol, side, qty):
         raise ClientOrderIdReused(fields={"client_order_id": ["Already used for a different order."]})
     return order
+
+
+def _order_reads(
+    *, challenge: Challenge, symbol: str, client_order_id: str | None
+) -> tuple[bool, dict[str, Position], Instrument | None]:
+    """Everything an order reads after the row lock, in one statement: whether its
+    client_order_id is already used on the challenge, the challenge's positions with
+    their instruments (prices included), and the ordered symbol's instrument (held, or
+    active). Run after the lock, so it sees what the previous holder committed.
+
+    One row per position, plus the ordered symbol's instrument when it is not held; a
+    single row of NULLs when there are neither (the first column still answers)."""
+    width = rawsql.width(Instrument)
+    sql = (
+        f'SELECT d."dup", {rawsql.select_list(Instrument, "i")}, {rawsql.select_list(Position, "p")} '
+        f'FROM (SELECT EXISTS (SELECT 1 FROM "{Order._meta.db_table}" o '
+        'WHERE o."challenge_id" = %s AND o."client_order_id" = %s) AS "dup") d '
+        f'LEFT JOIN ("{Instrument._meta.db_table}" i LEFT JOIN "{Position._meta.db_table}" p '
+        'ON p."instrument_id" = i."id" AND p."challenge_id" = %s) '
+        'ON (p."id" IS NOT NULL OR (i."symbol" = %s AND i."is_active"))'
+    )
+    with rawsql.cursor() as cursor:
+        cursor.execute(sql, [challenge.pk, client_order_id or "", challenge.pk, symbol])
+        rows = cursor.fetchall()
+    duplicate = bool(rows[0][0])
+    positions: dict[str, Position] = {}
+    instrument = None
+    for row in rows:
+        if row[1] is None:
+            continue  # the lone row of NULLs
+        held_instrument = rawsql.load(Instrument, row[1 : 1 + width])
+        if row[1 + width] is not None:
+            position = rawsql.load(Position, row[1 + width :])
+            position.instrument = held_instrument
+            positions[held_instrument.symbol] = position
+        if held_instrument.symbol == symbol:
+            instrument = held_instrument
+    return duplicate, positions, instrument
 
 
 def _order_place_locked(
     *, challenge_id, trader, symbol, side, qty, client_order_id, expected_version, now
 ) -> OrderResult:
     challenge = challenge_lock(challenge_id=challenge_id, trader=trader)
-    if client_order_id:
+    duplicate, positions, instrument = _order_reads(challenge=challenge, symbol=symbol, client_order_id=client_order_id)
+    if duplicate:
         existing = _existing_order(challenge=challenge, client_order_id=client_order_id, symbol=symbol, side=side, qty=qty)
-        if existing is not None:
-            return OrderResult(order=existing, created=False, challenge=challenge)
+        return OrderResult(order=existing, created=False, challenge=challenge)
     challenge_check_version(
         challenge=challenge,
         expected_version=expected_version,
@@ -549,9 +626,6 @@ def _order_place_locked(
     )
     if challenge.status != Challenge.Status.ACTIVE:
         raise ChallengeNotActive(f"Challenge {challenge.pk} is {challenge.status}: it accepts no more orders.")
-    positions = _positions_by_symbol(challenge)
-    held = positions.get(symbol)
-    instrument = held.instrument if held is not None else Instrument.objects.filter(symbol=symbol, is_active=True).first()
     if instrument is None:
         raise UnknownSymbol(f"Unknown symbol {symbol!r}.", fields={"symbol": ["Unknown symbol."]})
     _check_qty(instrument=instrument, qty=qty)
@@ -571,7 +645,7 @@ def _order_place_locked(
 
 
 def _positions_by_symbol(challenge: Challenge) -> dict[str, Position]:
-    return {p.instrument.symbol: p for p in Position.objects.filter(challenge=challenge).select_related("instrument")}
+    return _order_reads(challenge=challenge, symbol="", client_order_id=None)[1]
 
 
 def _fill_and_evaluate(

@@ -310,7 +310,8 @@ WORKER_HEARTBEAT_FILE = os.environ.get("WORKER_HEARTBEAT_FILE", str(VAR_DIR / "w
 # https://www.django-rest-framework.org/api-guide/settings/
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        # DRF's TokenAuthentication in one raw statement (docs/performance.md); no cache.
+        "tradesense.common.authentication.FastTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
