@@ -71,3 +71,15 @@ def test_sends_resume_after_the_pause(layer_at, settings):
     layer_at(settings.REDIS_URL or "redis://127.0.0.1:6379/0")
     realtime._paused_until = time.monotonic() - 1  # the pause has run out
     assert realtime.send_event_now(group="challenge.1", type="order.filled", challenge=1, version=2, data={}) is True
+
+
+def test_a_refused_connection_fails_fast_and_does_not_pause(layer_at):
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    layer_at(f"redis://127.0.0.1:{port}/0")
+    realtime._paused_until = 0.0
+    started = time.monotonic()
+    assert realtime.send_event_now(group="challenge.1", type="order.filled", challenge=1, version=2, data={}) is False
+    assert time.monotonic() - started < 0.5
+    assert realtime._paused_until == 0.0  # the next event is tried again at once (Redis may be back)

@@ -36,11 +36,14 @@ def user_group(user_id: int) -> str:
 # process, with a layer instance of its own (so nobody closes its connections from
 # another loop), keeps them. The in-memory layer (no Redis) keeps async_to_sync: its
 # queues belong to the server's own loop. A send waits at most SEND_TIMEOUT_SECONDS
-# (a healthy one takes about a millisecond), and after a failure sends are skipped for
-# PAUSE_AFTER_FAILURE_SECONDS: a hung Redis costs one order one wait, not every order
-# three (each skipped send is counted as a failure; clients resync from REST).
+# (a healthy one takes about a millisecond). A failure that took long (a hung Redis, a
+# cut network) pauses sends for PAUSE_AFTER_FAILURE_SECONDS, so it costs one order one
+# wait, not every order three; a fast failure (connection refused) does not pause, so
+# events flow again the moment Redis is back. Skipped sends count as failures; clients
+# resync from REST.
 SEND_TIMEOUT_SECONDS = 0.5
 PAUSE_AFTER_FAILURE_SECONDS = 5.0
+SLOW_FAILURE_SECONDS = 0.1
 _paused_until = 0.0
 _sender_lock = threading.Lock()
 _sender: dict[str, Any] = {}
@@ -66,6 +69,7 @@ def send_event_now(*, group: str, type: str, challenge: int | None, version: int
     if time.monotonic() < _paused_until:
         REALTIME_SEND_FAILURES.inc()
         return False
+    started = time.monotonic()
     try:
         layer = get_channel_layer()
         if layer is None:
@@ -83,8 +87,9 @@ def send_event_now(*, group: str, type: str, challenge: int | None, version: int
                 raise
     except Exception as exc:  # noqa: BLE001 - a live event must never fail the caller
         REALTIME_SEND_FAILURES.inc()
-        _paused_until = time.monotonic() + PAUSE_AFTER_FAILURE_SECONDS
-        logger.warning("live event %s to %s not sent (pausing sends %.0f s): %r", type, group, PAUSE_AFTER_FAILURE_SECONDS, exc)
+        if time.monotonic() - started > SLOW_FAILURE_SECONDS:
+            _paused_until = time.monotonic() + PAUSE_AFTER_FAILURE_SECONDS
+        logger.warning("live event %s to %s not sent: %r", type, group, exc)
         return False
     REALTIME_EVENTS_SENT.inc()
     return True
