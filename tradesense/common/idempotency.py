@@ -22,7 +22,7 @@ from django.utils import timezone
 from rest_framework.response import Response
 
 from tradesense.common import rawsql
-from tradesense.common.errors import IdempotencyKeyReused, InvalidInput
+from tradesense.common.errors import IdempotencyKeyReused, InvalidInput, StateConflict
 from tradesense.common.models import IdempotencyRecord
 
 HEADER = "Idempotency-Key"
@@ -100,8 +100,8 @@ def idempotent(view_method):
                     replayed = _replay(cursor, scope=scope, key=key, fingerprint=fingerprint)
                     if replayed is not None:
                         return replayed
-                if record_id is None:
-                    raise RuntimeError(f"Idempotency-Key {key!r} could be neither claimed nor read.")
+                if record_id is None:  # its record vanished twice between claim and read
+                    raise StateConflict("This Idempotency-Key's record is changing; retry.", code="idempotency_retry")
             response = view_method(self, request, *args, **kwargs)
             if response.status_code >= 400:
                 transaction.set_rollback(True)
