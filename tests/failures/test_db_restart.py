@@ -12,19 +12,10 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from tests.support.processes import PrivatePostgres, app_env, wait_for, web_server
+from tests.support.processes import app_env, wait_for, web_server
 from tests.support.stack import seed_trader, sql
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def postgres():
-    pg = PrivatePostgres().init()
-    try:
-        yield pg
-    finally:
-        pg.destroy()
 
 
 def test_web_rides_out_a_database_restart(postgres):

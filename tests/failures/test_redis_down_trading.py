@@ -10,19 +10,10 @@ import uuid
 import httpx
 import pytest
 
-from tests.support.processes import PrivatePostgres, app_env, private_redis, wait_for, web_server
+from tests.support.processes import app_env, private_redis, wait_for, web_server
 from tests.support.stack import seed_trader, sql
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def postgres():
-    pg = PrivatePostgres().init()
-    try:
-        yield pg
-    finally:
-        pg.destroy()
 
 
 def place(client: httpx.Client, challenge_id: int) -> httpx.Response:
