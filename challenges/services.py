@@ -344,6 +344,18 @@ class _Fill:
     realized_pl: Decimal
 
 
+def _net_against(*, position, instrument: Instrument, side: str, qty: Decimal, price: Decimal) -> netting.NetResult:
+    """The netting of a fill against the held position (None: flat)."""
+    return netting.net_fill(
+        qty=position.qty if position else ZERO,
+        avg_entry_price=position.avg_entry_price if position else ZERO,
+        side=side,
+        fill_qty=qty,
+        price=price,
+        contract_size=instrument.contract_size,
+    )
+
+
 def _apply_fill(
     *,
     challenge: Challenge,
@@ -361,14 +373,7 @@ def _apply_fill(
 ) -> _Fill:
     """Book one fill under the caller's row lock: order, position, ledger, balance, audit."""
     if result is None:
-        result = netting.net_fill(
-            qty=position.qty if position else ZERO,
-            avg_entry_price=position.avg_entry_price if position else ZERO,
-            side=side,
-            fill_qty=qty,
-            price=price,
-            contract_size=instrument.contract_size,
-        )
+        result = _net_against(position=position, instrument=instrument, side=side, qty=qty, price=price)
     before = {
         "position_qty": position.qty if position else ZERO,
         "avg_entry_price": position.avg_entry_price if position else ZERO,
@@ -667,14 +672,7 @@ def _fill_and_evaluate(
     prices = {sym: market_fresh_price(instrument=p.instrument, now=now) for sym, p in positions.items()}
     prices[instrument.symbol] = market_fresh_price(instrument=instrument, now=now)
     price = prices[instrument.symbol]
-    result = netting.net_fill(
-        qty=position.qty if position else ZERO,
-        avg_entry_price=position.avg_entry_price if position else ZERO,
-        side=side,
-        fill_qty=qty,
-        price=price,
-        contract_size=instrument.contract_size,
-    )
+    result = _net_against(position=position, instrument=instrument, side=side, qty=qty, price=price)
     if margin_check:
         _margin_check(
             challenge=challenge,
