@@ -57,7 +57,7 @@ def main() -> None:
         # Isolate the order path from the live-event transport.
         from tradesense.common import realtime
 
-        realtime.send_event_now = lambda **kwargs: True
+        realtime.send_frames_now = lambda **kwargs: True
     challenges = list(Challenge.objects.filter(status="active").values_list("pk", "trader_id")[:200])
     tokens = dict(Token.objects.values_list("user_id", "key"))
     handler = WSGIHandler()

@@ -15,6 +15,8 @@ option can be measured before anyone proposes it for tradesense/settings.py:
   noevents   no channel layer: live events are skipped (measures their cost only).
   nothrottle no order throttling (measures its cost only).
   oldevents  the live-event transport as it was before the profile (a before/after).
+  perframe   one channel-layer message per frame (three per order), as before live
+             events were batched per change (a before/after).
 """
 
 import os
@@ -53,18 +55,28 @@ if "nothrottle" in _variants:
     REST_FRAMEWORK = {**REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"orders": None, "auth": None}}  # noqa: F405
 if "oldevents" in _variants:
     # The live-event transport before the long-lived sender loop (git history of
-    # tradesense/common/realtime.py): async_to_sync per event. For a before/after figure.
+    # tradesense/common/realtime.py): async_to_sync per frame. For a before/after figure.
     from asgiref.sync import async_to_sync
     from channels.layers import get_channel_layer
 
     from tradesense.common import realtime
 
-    def _send_event_now_per_call_loop(*, group, type, challenge, version, data):  # noqa: A002
-        frame = {"type": type, "challenge": challenge, "version": version, "data": data}
+    def _send_per_call_loop(*, group, frames):
         try:
-            async_to_sync(get_channel_layer().group_send)(group, {"type": "stream.event", "frame": frame})
+            for frame in frames:
+                async_to_sync(get_channel_layer().group_send)(group, {"type": "stream.event", "frame": frame})
         except Exception:  # noqa: BLE001
             return False
         return True
 
-    realtime.send_event_now = _send_event_now_per_call_loop
+    realtime.send_frames_now = _send_per_call_loop
+if "perframe" in _variants:
+    # One group message per frame through the sender loop (before one message per change).
+    from tradesense.common import realtime
+
+    _send_batch = realtime.send_frames_now
+
+    def _send_each(*, group, frames):
+        return all([_send_batch(group=group, frames=[frame]) for frame in frames])
+
+    realtime.send_frames_now = _send_each

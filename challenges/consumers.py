@@ -205,10 +205,17 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json({"type": "stream.subscribed", "challenge": challenge_id})
 
     async def stream_event(self, event):
-        """A group message from tradesense.common.realtime: forward its frame."""
-        frame = event.get("frame")
-        if not isinstance(frame, dict):
-            return
+        """A group message from tradesense.common.realtime: forward its frames in order.
+        One message carries all the frames of one change (`frames`); a lone `frame` is
+        what a web process of the previous release sends during a rolling deploy."""
+        frames = event.get("frames")
+        if not isinstance(frames, list):
+            frames = [event.get("frame")]
+        for frame in frames:
+            if isinstance(frame, dict):
+                await self._forward(frame)
+
+    async def _forward(self, frame: dict) -> None:
         challenge_id = frame.get("challenge")
         if frame.get("type") == "equity.updated" and challenge_id is not None:
             await self.coalescer.offer(frame)

@@ -49,7 +49,7 @@ from tradesense.common import rawsql
 from tradesense.common.audit import _jsonable, actor_label_for, audit_record
 from tradesense.common.errors import InvalidInput, StateConflict
 from tradesense.common.models import AuditEvent, Conflict
-from tradesense.common.realtime import send_event_on_commit
+from tradesense.common.realtime import send_event_on_commit, send_events_on_commit
 
 ZERO = Decimal("0")
 
@@ -537,14 +537,20 @@ def order_place(
     client_order_id: str | None = None,
     expected_version: int | None = None,
     now: datetime | None = None,
+    savepoint: bool = True,
 ) -> OrderResult:
     """Fill a market order at the current price: lock the challenge, ensure today's
     anchor, check it is active, fill with netting and the margin check, then run the
     inline risk check (challenge_evaluate_locked, detected_by="fill") in the same
     transaction. A client_order_id already used on the challenge returns its first order
-    and fills nothing."""
+    and fills nothing.
+
+    Inside a caller's transaction the order runs in a savepoint, so a refused order
+    leaves the caller's transaction usable. `savepoint=False` is for a caller whose
+    transaction fails as a whole when the order does (the API's Idempotency-Key
+    record): it saves the savepoint's two round trips on the hot path."""
     try:
-        with transaction.atomic():
+        with transaction.atomic(savepoint=savepoint):
             return _order_place_locked(
                 challenge_id=challenge_id,
                 trader=trader,
@@ -558,6 +564,10 @@ def order_place(
     except IntegrityError:
         # Only reachable when the same client_order_id raced past the row lock (it cannot
         # under select_for_update, but the unique constraint is the last word).
+        if not savepoint and transaction.get_connection().in_atomic_block:
+            # The caller's transaction is spoilt: it rolls back, and the client retries
+            # (the retry finds the first order by its client_order_id).
+            raise StateConflict("The order raced a duplicate; retry it.", code="order_retry") from None
         if client_order_id:
             existing = Order.objects.filter(challenge_id=challenge_id, client_order_id=client_order_id).first()
             if existing is not None:
@@ -709,8 +719,7 @@ def _fill_and_evaluate(
         challenge=challenge, rules=rules, positions=list(positions.values()), prices=prices, now=now, detected_by="fill"
     )
     _challenge_write(challenge=challenge, fields=_CHALLENGE_STATE_FIELDS, bump=True, now=now)
-    _emit_fill_events(challenge=challenge, fills=[fill, *closing])
-    _emit_evaluation_events(challenge=challenge, status_before=status_before, equity_changed=True)
+    _emit_events(challenge=challenge, fills=[fill, *closing], status_before=status_before, equity_changed=True)
     return fill
 
 
@@ -770,9 +779,11 @@ def challenge_evaluate_locked(
     )
     changed = challenge.status != status_before
     _challenge_write(challenge=challenge, fields=_CHALLENGE_STATE_FIELDS, bump=changed, now=now)
-    _emit_fill_events(challenge=challenge, fills=closing)
-    _emit_evaluation_events(
-        challenge=challenge, status_before=status_before, equity_changed=challenge.equity != equity_before
+    _emit_events(
+        challenge=challenge,
+        fills=closing,
+        status_before=status_before,
+        equity_changed=challenge.equity != equity_before,
     )
     return verdict
 
@@ -1033,39 +1044,30 @@ def _plan_dict(plan: Plan) -> dict:
 # --- Live events (after commit; a hint carrying the committed version) --------------------------
 
 
-def _emit_fill_events(*, challenge: Challenge, fills: list[_Fill]) -> None:
-    """Queue order.filled and position.updated for each fill, with the version the
-    transaction will commit (so call after the challenge row was written)."""
+def _emit_events(
+    *, challenge: Challenge, fills: list[_Fill], status_before: str, equity_changed: bool
+) -> None:
+    """Queue one live message for the change, with the version the transaction will
+    commit (so call after the challenge row was written): order.filled and
+    position.updated per fill, then equity.updated and challenge.status when they
+    changed. One message, not one per frame: each is a Redis round trip."""
     from challenges.selectors import order_to_dict, position_to_dict
 
+    events: list[tuple[str, dict]] = []
     for fill in fills:
-        send_event_on_commit(
-            type="order.filled", challenge=challenge.pk, version=challenge.version, data=order_to_dict(fill.order)
-        )
-        send_event_on_commit(
-            type="position.updated",
-            challenge=challenge.pk,
-            version=challenge.version,
-            data=position_to_dict(fill.position, symbol=fill.symbol),
-        )
-
-
-def _emit_evaluation_events(*, challenge: Challenge, status_before: str, equity_changed: bool) -> None:
+        events.append(("order.filled", order_to_dict(fill.order)))
+        events.append(("position.updated", position_to_dict(fill.position, symbol=fill.symbol)))
     if equity_changed:
-        send_event_on_commit(
-            type="equity.updated",
-            challenge=challenge.pk,
-            version=challenge.version,
-            data={
-                "balance": str(challenge.balance),
-                "equity": str(challenge.equity),
-                "marked_at": challenge.marked_at.isoformat() if challenge.marked_at else None,
-            },
+        events.append(
+            (
+                "equity.updated",
+                {
+                    "balance": str(challenge.balance),
+                    "equity": str(challenge.equity),
+                    "marked_at": challenge.marked_at.isoformat() if challenge.marked_at else None,
+                },
+            )
         )
     if challenge.status != status_before:
-        send_event_on_commit(
-            type="challenge.status",
-            challenge=challenge.pk,
-            version=challenge.version,
-            data={"status": challenge.status, "failure_reason": challenge.failure_reason},
-        )
+        events.append(("challenge.status", {"status": challenge.status, "failure_reason": challenge.failure_reason}))
+    send_events_on_commit(events=events, challenge=challenge.pk, version=challenge.version)

@@ -85,6 +85,22 @@ def make_challenge(plans):
 ZERO = Decimal("0")
 
 
+@pytest.fixture
+def live_events(monkeypatch) -> list[dict]:
+    """Frames the code hands to the channel layer after commit, captured instead of
+    sent: [{group, type, challenge, version, data}], in the order they would go out."""
+    from tradesense.common import realtime
+
+    sent: list[dict] = []
+
+    def _record(*, group, frames):
+        sent.extend({"group": group, **frame} for frame in frames)
+        return True
+
+    monkeypatch.setattr(realtime, "send_frames_now", _record)
+    return sent
+
+
 @pytest.fixture(autouse=True)
 def _live_events_not_paused():
     """A test that breaks the channel layer pauses live sends for a few seconds

@@ -15,17 +15,14 @@ from challenges.services import (
     challenge_state_at,
     order_place,
 )
-from tradesense.common import realtime
 from tradesense.common.models import AuditEvent
 
 from .conftest import set_price
 
 
 @pytest.fixture
-def events(monkeypatch):
-    sent = []
-    monkeypatch.setattr(realtime, "send_event_now", lambda **frame: sent.append(frame) or True)
-    return sent
+def events(live_events):
+    return live_events
 
 
 def test_a_fill_that_finds_the_account_below_its_floor_fails_it(challenge, trader, place, api, events,

@@ -78,8 +78,8 @@ def test_a_fill_reaches_the_owner_only(ws, trader, other_trader, make_challenge,
     result = order_place(challenge_id=challenge.pk, trader=trader, symbol="EURUSD", side="buy", qty=Decimal("0.10"))
 
     frames = alice.drain()
-    types = frame_types(frames)
-    assert "order.filled" in types and "position.updated" in types
+    # One channel-layer message per order; the socket gets its frames in this order.
+    assert frame_types(frames) == ["order.filled", "position.updated", "equity.updated"]
     filled = next(f for f in frames if f["type"] == "order.filled")
     challenge.refresh_from_db()
     assert filled["challenge"] == challenge.pk
@@ -266,3 +266,17 @@ def test_status_of_a_challenge_reaches_the_socket_with_its_version(ws, trader, m
     with transaction.atomic():
         send_event_on_commit(type="challenge.status", challenge=challenge.pk, version=5, data={"status": "passed"})
     assert client.receive() == {"type": "challenge.status", "challenge": challenge.pk, "version": 5, "data": {"status": "passed"}}
+
+
+def test_a_single_frame_message_from_the_previous_release_is_still_forwarded(ws, trader, make_challenge, token_for):
+    # During a rolling deploy, web processes of the previous release send {"frame": ...}.
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    challenge = make_challenge(trader)
+    client = ws(token=token_for(trader))
+    assert client.connect()[0]
+    client.receive()
+    frame = {"type": "challenge.status", "challenge": challenge.pk, "version": 1, "data": {"status": "active"}}
+    async_to_sync(get_channel_layer().group_send)(f"challenge.{challenge.pk}", {"type": "stream.event", "frame": frame})
+    assert client.receive() == frame

@@ -3,7 +3,6 @@
 from tests.payments.fixtures import (  # noqa: F401
     fixture_captured_enqueues,
     fixture_fake_processor_proc,
-    fixture_live_events,
     fixture_processor,
     fixture_webhook_receiver,
 )

@@ -119,21 +119,6 @@ def fixture_captured_enqueues(monkeypatch) -> list:
     return sent
 
 
-@pytest.fixture(name="live_events")
-def fixture_live_events(monkeypatch) -> list[dict]:
-    """Frames handed to the channel layer after commit: [{group, type, data}]."""
-    from tradesense.common import realtime
-
-    frames: list[dict] = []
-
-    def _record(*, group, type, challenge, version, data):
-        frames.append({"group": group, "type": type, "challenge": challenge, "version": version, "data": data})
-        return True
-
-    monkeypatch.setattr(realtime, "send_event_now", _record)
-    return frames
-
-
 class WebhookReceiverThread(LiveServerThread):
     def _create_server(self, connections_override=None):
         # Reuse the address: the previous run's connections may still sit in TIME_WAIT.

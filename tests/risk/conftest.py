@@ -4,7 +4,6 @@ import pytest
 
 from challenges.market import market_price_set
 from tests.risk.factories import flat_instrument
-from tradesense.common import realtime
 
 
 @pytest.fixture
@@ -18,16 +17,3 @@ def set_price(staff):
         return market_price_set(symbol=symbol, price=Decimal(price), actor=staff)
 
     return _set
-
-
-@pytest.fixture
-def live_events(monkeypatch):
-    """Frames the code sends after commit, captured instead of going to the channel layer."""
-    sent: list[dict] = []
-
-    def fake_send(*, group, type, challenge, version, data):
-        sent.append({"group": group, "type": type, "challenge": challenge, "version": version, "data": data})
-        return True
-
-    monkeypatch.setattr(realtime, "send_event_now", fake_send)
-    return sent

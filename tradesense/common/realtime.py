@@ -63,19 +63,21 @@ def _sender_for(layer) -> tuple[asyncio.AbstractEventLoop, Any]:
         return _sender["loop"], _sender["layer"]
 
 
-def send_event_now(*, group: str, type: str, challenge: int | None, version: int | None, data: dict[str, Any]) -> bool:
+def send_frames_now(*, group: str, frames: list[dict[str, Any]]) -> bool:
+    """Hand frames to the channel layer as one group message (the consumer forwards them
+    one by one, in order). One message per order, not one per frame: each send is a
+    Redis round trip and a hand-off to the sender loop (docs/performance.md)."""
     global _paused_until
-    frame = {"type": type, "challenge": challenge, "version": version, "data": data}
     if time.monotonic() < _paused_until:
-        REALTIME_SEND_FAILURES.inc()
+        REALTIME_SEND_FAILURES.inc(len(frames))
         return False
     started = time.monotonic()
     try:
         layer = get_channel_layer()
         if layer is None:
             return False
-        message = {"type": "stream.event", "frame": frame}
-        if layer.__class__.__name__ == "InMemoryChannelLayer":  # (`type` is the event type here)
+        message = {"type": "stream.event", "frames": frames}
+        if layer.__class__.__name__ == "InMemoryChannelLayer":
             async_to_sync(layer.group_send)(group, message)
         else:
             loop, own_layer = _sender_for(layer)
@@ -86,25 +88,44 @@ def send_event_now(*, group: str, type: str, challenge: int | None, version: int
                 future.cancel()
                 raise
     except Exception as exc:  # noqa: BLE001 - a live event must never fail the caller
-        REALTIME_SEND_FAILURES.inc()
+        REALTIME_SEND_FAILURES.inc(len(frames))
         if time.monotonic() - started > SLOW_FAILURE_SECONDS:
             _paused_until = time.monotonic() + PAUSE_AFTER_FAILURE_SECONDS
-        logger.warning("live event %s to %s not sent: %r", type, group, exc)
+        logger.warning("live events %s to %s not sent: %r", [f["type"] for f in frames], group, exc)
         return False
-    REALTIME_EVENTS_SENT.inc()
+    REALTIME_EVENTS_SENT.inc(len(frames))
     return True
+
+
+def send_event_now(*, group: str, type: str, challenge: int | None, version: int | None, data: dict[str, Any]) -> bool:
+    return send_frames_now(group=group, frames=[_frame(type, challenge, version, data)])
+
+
+def _frame(type: str, challenge: int | None, version: int | None, data: dict[str, Any]) -> dict[str, Any]:
+    return {"type": type, "challenge": challenge, "version": version, "data": data}
+
+
+def send_events_on_commit(
+    *,
+    events: list[tuple[str, dict[str, Any]]],
+    challenge: int | None = None,
+    version: int | None = None,
+    user: int | None = None,
+) -> None:
+    """Queue (type, data) frames for the challenge's group (or a user's), sent as one
+    message once the transaction commits. Nothing is sent for an empty list."""
+    if not events:
+        return
+    group = challenge_group(challenge) if challenge is not None else user_group(user)
+    frames = [_frame(type, challenge, version, data) for type, data in events]
+    transaction.on_commit(lambda: send_frames_now(group=group, frames=frames))
 
 
 def send_event_on_commit(
     *, type: str, data: dict[str, Any], challenge: int | None = None, version: int | None = None, user: int | None = None
 ) -> None:
     """Queue a frame for the challenge's group (or a user's) once the transaction commits."""
-    group = challenge_group(challenge) if challenge is not None else user_group(user)
-
-    def _send():
-        send_event_now(group=group, type=type, challenge=challenge, version=version, data=data)
-
-    transaction.on_commit(_send)
+    send_events_on_commit(events=[(type, data)], challenge=challenge, version=version, user=user)
 
 
 def enqueue_on_commit(task, *args, **kwargs) -> None:
