@@ -183,14 +183,18 @@ def server_argv(kind: str, workers: int) -> list[str]:
         return [str(VENV_BIN / "uvicorn"), "tradesense.asgi:application", "--host", "127.0.0.1", "--port", str(PORT),
                 "--workers", str(workers), "--lifespan", "off", "--no-access-log", "--log-level", "warning"]
     if kind.startswith("gunicorn"):
-        worker_class = "gthread" if kind == "gunicorn-gthread" else "sync"
+        # gunicorn-gthread keeps connections alive with 4 threads per worker;
+        # gunicorn-gthreadN with N threads (gthread1: one request at a time per worker,
+        # as sync, but without a new connection per request).
+        worker_class, _, threads = kind.removeprefix("gunicorn-").partition("gthread")
+        worker_class = "gthread" if kind.startswith("gunicorn-gthread") else worker_class
         argv = [str(VENV_BIN / "gunicorn"), "tradesense.wsgi:application", "--bind", f"127.0.0.1:{PORT}",
                 "--workers", str(workers), "--worker-class", worker_class, "--log-level", "warning",
                 "--backlog", "256"]
         if worker_class == "gthread":
-            argv += ["--threads", "4", "--keep-alive", "5"]
+            argv += ["--threads", threads or "4", "--keep-alive", "5"]
         return argv
-    raise SystemExit(f"unknown server {kind!r} (uvicorn, gunicorn-sync, gunicorn-gthread)")
+    raise SystemExit(f"unknown server {kind!r} (uvicorn, gunicorn-sync, gunicorn-gthread, gunicorn-gthreadN)")
 
 
 # --- CPU accounting (where an order's CPU goes: web, PostgreSQL, load generator) -----------------

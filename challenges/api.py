@@ -33,6 +33,7 @@ from tradesense.common.audit import actor_label_for
 from tradesense.common.errors import InvalidInput, NotFound
 from tradesense.common.idempotency import idempotent
 from tradesense.common.serializers import StrictSerializer
+from tradesense.common.throttling import RedisScopedRateThrottle
 
 # --- Input helpers ------------------------------------------------------------------------------
 
@@ -156,8 +157,9 @@ def _with_etag(response: Response, version: int) -> Response:
     return response
 
 
-class OrderThrottle(ScopedRateThrottle):
-    """Order placement, per trader (rate: REST_FRAMEWORK DEFAULT_THROTTLE_RATES["orders"])."""
+class OrderThrottle(RedisScopedRateThrottle):
+    """Order placement, per trader (rate: REST_FRAMEWORK DEFAULT_THROTTLE_RATES["orders"]),
+    on Redis counters (tradesense/common/throttling.py): one round trip per order."""
 
     scope_attr = "throttle_scope"
 
@@ -455,6 +457,9 @@ class OrderListCreateApi(APIView):
             qty=data["qty"],
             client_order_id=data.get("client_order_id"),
             expected_version=expected_version,
+            # Under an Idempotency-Key a refused order rolls back the record's whole
+            # transaction, so the order needs no savepoint of its own (the hot path).
+            savepoint=not getattr(request, "transaction_fails_whole", False),
         )
         # A retried client_order_id answers 200 with the first order: nothing was filled.
         code = status.HTTP_201_CREATED if result.created else status.HTTP_200_OK

@@ -8,6 +8,7 @@ from rest_framework.test import APIClient
 from challenges.api import OrderThrottle
 from challenges.models import Challenge, LedgerEntry, Order, Position
 from tradesense.common.models import AuditEvent, Conflict, IdempotencyRecord
+from tradesense.common.throttling import throttle_reset
 
 
 def state(challenge):
@@ -307,12 +308,14 @@ def test_stale_if_match_on_close_is_409(challenge, place, api):
 
 def test_order_placement_is_throttled(challenge, place, monkeypatch):
     monkeypatch.setattr(OrderThrottle, "THROTTLE_RATES", {"orders": "3/min"})
-    from django.core.cache import cache
-
-    cache.delete_many([f"throttle_orders_{challenge.trader_id}"])
-    codes = [place(challenge, client_order_id=f"t{i}").status_code for i in range(4)]
-    cache.delete_many([f"throttle_orders_{challenge.trader_id}"])
-    assert codes == [201, 201, 201, 429]
+    throttle_reset(scope="orders", ident=challenge.trader_id)
+    responses = [place(challenge, client_order_id=f"t{i}") for i in range(4)]
+    throttle_reset(scope="orders", ident=challenge.trader_id)
+    assert [r.status_code for r in responses] == [201, 201, 201, 429]
+    refused = responses[-1]
+    assert refused.json()["error"]["code"] == "throttled"
+    assert 1 <= int(refused["Retry-After"]) <= 120
+    assert Order.objects.filter(challenge=challenge).count() == 3
 
 
 def test_margin_allows_reducing_an_oversized_position(challenge, place, market):

@@ -102,6 +102,9 @@ def idempotent(view_method):
                         return replayed
                 if record_id is None:  # its record vanished twice between claim and read
                     raise StateConflict("This Idempotency-Key's record is changing; retry.", code="idempotency_retry")
+            # The work runs in this transaction, which a failure rolls back whole (the
+            # record with it): the view may skip a savepoint of its own.
+            request.transaction_fails_whole = True
             response = view_method(self, request, *args, **kwargs)
             if response.status_code >= 400:
                 transaction.set_rollback(True)
