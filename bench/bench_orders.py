@@ -182,6 +182,8 @@ def server_argv(kind: str, workers: int) -> list[str]:
     if kind == "uvicorn":
         return [str(VENV_BIN / "uvicorn"), "tradesense.asgi:application", "--host", "127.0.0.1", "--port", str(PORT),
                 "--workers", str(workers), "--lifespan", "off", "--no-access-log", "--log-level", "warning"]
+    if kind == "floor":  # bench/floor_settings.py under the production setup, gunicorn sync
+        return server_argv("gunicorn-sync", workers)
     if kind.startswith("gunicorn"):
         # gunicorn-gthread keeps connections alive with 4 threads per worker;
         # gunicorn-gthreadN with N threads (gthread1: one request at a time per worker,
@@ -194,7 +196,7 @@ def server_argv(kind: str, workers: int) -> list[str]:
         if worker_class == "gthread":
             argv += ["--threads", threads or "4", "--keep-alive", "5"]
         return argv
-    raise SystemExit(f"unknown server {kind!r} (uvicorn, gunicorn-sync, gunicorn-gthread, gunicorn-gthreadN)")
+    raise SystemExit(f"unknown server {kind!r} (uvicorn, gunicorn-sync, gunicorn-gthread, gunicorn-gthreadN, floor)")
 
 
 # --- CPU accounting (where an order's CPU goes: web, PostgreSQL, load generator) -----------------
@@ -337,7 +339,9 @@ def pgbench(url: str, conns: int, duration: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--servers", default="gunicorn-sync:4", help="kind:workers, comma-separated")
+    parser.add_argument("--servers", default="gunicorn-sync:4,floor:4",
+                        help="kind:workers, comma-separated; floor is Django serving pgbench's transaction alone "
+                             "(bench/floor_settings.py), the most any Django order path could do here")
     parser.add_argument("--conns", default="8,32")
     parser.add_argument("--duration", type=float, default=15.0)
     parser.add_argument("--warmup", type=float, default=3.0)
@@ -375,7 +379,8 @@ def main() -> None:
                      env, "ticker")
     try:
         for kind, workers in servers:
-            server = Process(server_argv(kind, workers), env, kind)
+            server_env_ = {**env, "DJANGO_SETTINGS_MODULE": "bench.floor_settings"} if kind == "floor" else env
+            server = Process(server_argv(kind, workers), server_env_, kind)
             try:
                 deadline = time.monotonic() + 30
                 while not port_open(PORT):

@@ -117,6 +117,8 @@ def main() -> None:
           f"{' (profiled)' if profiler else ''}, codes {sorted(set(codes))}")
     if profiler:
         stats = pstats.Stats(profiler)
+        if os.environ.get("PROFILE_DUMP"):
+            stats.dump_stats(os.environ["PROFILE_DUMP"])
         stats.sort_stats("cumulative").print_stats(60)
         stats.sort_stats("tottime").print_stats(30)
 
