@@ -22,7 +22,6 @@ from rest_framework import serializers, status
 from rest_framework.authtoken.models import Token
 from rest_framework.permissions import AllowAny, IsAdminUser, IsAuthenticated
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from challenges import selectors, services
@@ -269,7 +268,7 @@ class RegisterApi(APIView):
     permission_classes = [AllowAny]
     authentication_classes = []
     throttle_scope = "auth"
-    throttle_classes = [ScopedRateThrottle]
+    throttle_classes = [RedisScopedRateThrottle]
 
     @extend_schema_serializer(component_name="RegisterInput")
     class InputSerializer(StrictSerializer):
@@ -296,7 +295,7 @@ class TokenApi(APIView):
     permission_classes = [AllowAny]
     authentication_classes = []
     throttle_scope = "auth"
-    throttle_classes = [ScopedRateThrottle]
+    throttle_classes = [RedisScopedRateThrottle]
 
     @extend_schema_serializer(component_name="TokenInput")
     class InputSerializer(StrictSerializer):

@@ -180,3 +180,21 @@ def test_openapi_schema_and_docs(api, db):
     for path in ["/api/v1/challenges/{challenge_id}/orders", "/api/v1/market/prices/{symbol}", "/api/v1/auth/token"]:
         assert path in text
     assert api.get("/api/v1/docs").status_code == 200
+
+
+@pytest.mark.django_db
+def test_token_requests_are_limited_per_address_wrong_passwords_included(plans, monkeypatch):
+    from tradesense.common.throttling import RedisScopedRateThrottle, throttle_reset
+
+    monkeypatch.setattr(RedisScopedRateThrottle, "THROTTLE_RATES", {"auth": "3/min", "orders": "6000/min"})
+    get_user_model().objects.create_user("guessed", password="a-long-pass-phrase-9")
+    throttle_reset(scope="auth", ident="127.0.0.1")
+    try:
+        codes = [
+            APIClient().post("/api/v1/auth/token", {"username": "guessed", "password": guess}, format="json")
+            for guess in ("wrong-1", "wrong-2", "wrong-3", "a-long-pass-phrase-9")
+        ]
+    finally:
+        throttle_reset(scope="auth", ident="127.0.0.1")
+    assert [r.status_code for r in codes] == [400, 400, 400, 429]
+    assert codes[-1].json()["error"]["code"] == "throttled" and int(codes[-1]["Retry-After"]) >= 1
