@@ -10,7 +10,9 @@ Uses the database bench_orders.py seeded (run it first). Requests go straight in
 Django's WSGIHandler (what gunicorn calls, without the HTTP parsing), each with a token,
 an Idempotency-Key and a client_order_id, as the benchmark sends them. Prints the
 hottest functions by cumulative and by own time, and the time per order.
-PROFILE_NO_EVENTS=1 leaves the live-event transport out.
+PROFILE_NO_EVENTS=1 leaves the live-event transport out. PROFILE_BEFORE=savepoint,drfthrottle
+puts back what a change replaced (a before/after in one tree); BENCH_VARIANT=perframe with
+DJANGO_SETTINGS_MODULE=bench.orders_settings sends one live message per frame.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ def main() -> None:
         from tradesense.common import realtime
 
         realtime.send_frames_now = lambda **kwargs: True
+    _patch_for_comparison(set(filter(None, os.environ.get("PROFILE_BEFORE", "").split(","))))
     challenges = list(Challenge.objects.filter(status="active").values_list("pk", "trader_id")[:200])
     tokens = dict(Token.objects.values_list("user_id", "key"))
     handler = WSGIHandler()
@@ -121,6 +124,22 @@ def main() -> None:
             stats.dump_stats(os.environ["PROFILE_DUMP"])
         stats.sort_stats("cumulative").print_stats(60)
         stats.sort_stats("tottime").print_stats(30)
+
+
+def _patch_for_comparison(names: set[str]) -> None:
+    """PROFILE_BEFORE=savepoint,drfthrottle puts back what a change replaced, for a
+    before/after in one tree (models are loaded here, which a settings variant cannot do)."""
+    from challenges import api, services
+
+    if "savepoint" in names:  # the order in a savepoint of its own, under the record's transaction too
+        place = services.order_place
+        services.order_place = lambda **kwargs: place(**{**kwargs, "savepoint": True})
+    if "drfthrottle" in names:  # DRF's history throttle: one pickled list per trader, read then written
+        from rest_framework.throttling import ScopedRateThrottle
+
+        api.OrderListCreateApi.get_throttles = lambda self: [ScopedRateThrottle()]
+    if unknown := names - {"savepoint", "drfthrottle"}:
+        sys.exit(f"PROFILE_BEFORE: unknown {sorted(unknown)}")
 
 
 if __name__ == "__main__":
