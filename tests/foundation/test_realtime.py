@@ -11,6 +11,8 @@ from channels.layers import channel_layers
 from tradesense.common import realtime
 from tradesense.common.metrics import REALTIME_SEND_FAILURES
 
+FRAME = {"type": "order.filled", "challenge": 1, "version": 2, "data": {}}
+
 
 @pytest.fixture
 def silent_redis():
@@ -58,7 +60,7 @@ def test_a_hung_channel_layer_costs_one_short_wait_then_sends_are_skipped(silent
     failures = REALTIME_SEND_FAILURES._value.get()
     started = time.monotonic()
     results = [
-        realtime.send_event_now(group="challenge.1", type="order.filled", challenge=1, version=2, data={})
+        realtime.send_frames_now(group="challenge.1", frames=[FRAME])
         for _ in range(10)
     ]
     elapsed = time.monotonic() - started
@@ -70,7 +72,7 @@ def test_a_hung_channel_layer_costs_one_short_wait_then_sends_are_skipped(silent
 def test_sends_resume_after_the_pause(layer_at, settings):
     layer_at(settings.REDIS_URL or "redis://127.0.0.1:6379/0")
     realtime._paused_until = time.monotonic() - 1  # the pause has run out
-    assert realtime.send_event_now(group="challenge.1", type="order.filled", challenge=1, version=2, data={}) is True
+    assert realtime.send_frames_now(group="challenge.1", frames=[FRAME]) is True
 
 
 def test_a_refused_connection_fails_fast_and_does_not_pause(layer_at):
@@ -80,6 +82,6 @@ def test_a_refused_connection_fails_fast_and_does_not_pause(layer_at):
     layer_at(f"redis://127.0.0.1:{port}/0")
     realtime._paused_until = 0.0
     started = time.monotonic()
-    assert realtime.send_event_now(group="challenge.1", type="order.filled", challenge=1, version=2, data={}) is False
+    assert realtime.send_frames_now(group="challenge.1", frames=[FRAME]) is False
     assert time.monotonic() - started < 0.5
     assert realtime._paused_until == 0.0  # the next event is tried again at once (Redis may be back)

@@ -97,10 +97,6 @@ def send_frames_now(*, group: str, frames: list[dict[str, Any]]) -> bool:
     return True
 
 
-def send_event_now(*, group: str, type: str, challenge: int | None, version: int | None, data: dict[str, Any]) -> bool:
-    return send_frames_now(group=group, frames=[_frame(type, challenge, version, data)])
-
-
 def _frame(type: str, challenge: int | None, version: int | None, data: dict[str, Any]) -> dict[str, Any]:
     return {"type": type, "challenge": challenge, "version": version, "data": data}
 
