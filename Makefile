@@ -46,7 +46,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 check-deploy: $(STAMP)
-	@DEBUG=0 SECRET_KEY=$$(head -c 48 /dev/urandom | base64) PAYMENT_PROCESSOR_SECRET=ci-secret \
+	@DEBUG=0 SECRET_KEY=$$(head -c 48 /dev/urandom | base64) PAYMENT_PROCESSOR_SECRET=$$(head -c 48 /dev/urandom | base64) \
 	ALLOWED_HOSTS=tradesense.example.com DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
 	$(PY) manage.py check --deploy --fail-level WARNING
 

@@ -29,6 +29,7 @@ import json
 import os
 import random
 import re
+import secrets
 import signal
 import socket
 import statistics
@@ -127,8 +128,8 @@ def server_env(url: str, **extra: str) -> dict[str, str]:
     env.update(
         DATABASE_URL=url,
         DEBUG="0",  # production settings: no query log, no debug pages
-        SECRET_KEY="bench-" + "k" * 50,
-        PAYMENT_PROCESSOR_SECRET="bench-secret",
+        SECRET_KEY=secrets.token_urlsafe(48),
+        PAYMENT_PROCESSOR_SECRET=secrets.token_urlsafe(48),
         ALLOWED_HOSTS="127.0.0.1,localhost",
         SECURE_SSL_REDIRECT="0",
         LOG_LEVEL="WARNING",

@@ -46,14 +46,32 @@ def env_float(name: str, default: float) -> float:
 # https://docs.djangoproject.com/en/5.2/ref/settings/#debug -- off unless asked for.
 DEBUG = env_bool("DEBUG", False)
 
+# Values published in .env.example or the README: a production stack that still carries
+# one of them has secrets anybody can read.
+PUBLISHED_SECRETS = frozenset({
+    "change-me-to-50-random-characters-change-me-to-50-random-chars",
+    "dev-processor-secret",
+    "ci-secret",
+})
+MIN_SECRET_LENGTH = 32
+
+
+def production_secret(name: str, value: str) -> str:
+    """Refuse a missing, published or short secret in production mode (DEBUG off)."""
+    if not value:
+        raise ConfigError(f"{name} must be set when DEBUG is off (production mode); set DEBUG=1 for development.")
+    if value in PUBLISHED_SECRETS or value.startswith(("change-me", "dev-")):
+        raise ConfigError(f"{name} is the published example value; generate one (python -c 'import secrets; print(secrets.token_urlsafe(48))').")
+    if len(value) < MIN_SECRET_LENGTH:
+        raise ConfigError(f"{name} must be at least {MIN_SECRET_LENGTH} characters in production mode, got {len(value)}.")
+    return value
+
+
 # https://docs.djangoproject.com/en/5.2/ref/settings/#secret-key
 SECRET_KEY = os.environ.get("SECRET_KEY", "")
-if not SECRET_KEY:
-    if not DEBUG:
-        raise ConfigError(
-            "SECRET_KEY must be set when DEBUG is off (production mode); "
-            "set DEBUG=1 for development."
-        )
+if not DEBUG:
+    SECRET_KEY = production_secret("SECRET_KEY", SECRET_KEY)
+elif not SECRET_KEY:
     SECRET_KEY = "dev-insecure-" + "x" * 50
 
 # https://docs.djangoproject.com/en/5.2/ref/settings/#allowed-hosts
@@ -284,9 +302,9 @@ MARKET_FEED_TIMEOUT_SECONDS = env_float("MARKET_FEED_TIMEOUT_SECONDS", 1.0)
 # --- Payments ---------------------------------------------------------------------
 PAYMENT_PROCESSOR_URL = os.environ.get("PAYMENT_PROCESSOR_URL", "http://127.0.0.1:8100")
 PAYMENT_PROCESSOR_SECRET = os.environ.get("PAYMENT_PROCESSOR_SECRET", "")
-if not PAYMENT_PROCESSOR_SECRET:
-    if not DEBUG:
-        raise ConfigError("PAYMENT_PROCESSOR_SECRET must be set when DEBUG is off (production mode).")
+if not DEBUG:
+    PAYMENT_PROCESSOR_SECRET = production_secret("PAYMENT_PROCESSOR_SECRET", PAYMENT_PROCESSOR_SECRET)
+elif not PAYMENT_PROCESSOR_SECRET:
     PAYMENT_PROCESSOR_SECRET = "dev-processor-secret"
 if urlparse(PAYMENT_PROCESSOR_URL).scheme not in {"http", "https"}:
     raise ConfigError(

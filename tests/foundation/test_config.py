@@ -25,6 +25,11 @@ def run(args, **env_overrides):
         ({"DEBUG": "0"}, "SECRET_KEY"),
         ({"DEBUG": "maybe"}, "DEBUG"),
         ({"DEBUG": "0", "SECRET_KEY": "k" * 60}, "PAYMENT_PROCESSOR_SECRET"),
+        # The published example values and short secrets are refused in production mode.
+        ({"DEBUG": "0", "SECRET_KEY": "change-me-to-50-random-characters-change-me-to-50-random-chars"}, "SECRET_KEY"),
+        ({"DEBUG": "0", "SECRET_KEY": "short-but-random-Zq81"}, "SECRET_KEY"),
+        ({"DEBUG": "0", "SECRET_KEY": "k" * 60, "PAYMENT_PROCESSOR_SECRET": "dev-processor-secret"}, "PAYMENT_PROCESSOR_SECRET"),
+        ({"DEBUG": "0", "SECRET_KEY": "k" * 60, "PAYMENT_PROCESSOR_SECRET": "whsec-short"}, "PAYMENT_PROCESSOR_SECRET"),
     ],
 )
 def test_bad_configuration_is_one_sentence_not_a_traceback(env, variable):
@@ -48,7 +53,7 @@ def test_production_mode_passes_deploy_checks():
         ["manage.py", "check", "--deploy", "--fail-level", "WARNING"],
         DEBUG="0",
         SECRET_KEY="a-long-random-production-secret-" + "q8Zr" * 10,
-        PAYMENT_PROCESSOR_SECRET="whsec",
+        PAYMENT_PROCESSOR_SECRET="whsec-" + "p4Xv" * 10,
         ALLOWED_HOSTS="tradesense.example.com",
     )
     assert result.returncode == 0, result.stderr
@@ -97,3 +102,16 @@ def test_services_mode_uses_postgres_pool_redis_cache_and_broker():
         "django.contrib.sessions.backends.db",
         "channels_redis.core.RedisChannelLayer",
     ]
+
+
+def test_seed_demo_refuses_to_run_in_production_mode(tmp_path):
+    # Its users' passwords are printed in the README: never on a production stack.
+    result = run(
+        ["manage.py", "seed_demo"],
+        DEBUG="0",
+        SECRET_KEY="a-long-random-production-secret-" + "q8Zr" * 10,
+        PAYMENT_PROCESSOR_SECRET="whsec-" + "p4Xv" * 10,
+        TRADESENSE_VAR_DIR=str(tmp_path),
+    )
+    assert result.returncode != 0
+    assert "DEBUG off" in result.stderr and "createsuperuser" in result.stderr

@@ -5,8 +5,9 @@ Idempotent: running it again changes nothing an operator has edited.
 
 from decimal import Decimal
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from challenges.catalogue import install_catalogue
@@ -39,6 +40,12 @@ class Command(BaseCommand):
 
     @transaction.atomic
     def handle(self, *args, **options):
+        if not settings.DEBUG:
+            # Its passwords are printed in the README: never on a production stack.
+            raise CommandError(
+                "seed_demo creates users with published passwords and refuses to run with DEBUG off; "
+                "production gets its plans from `seed_catalogue` and its first operator from `createsuperuser`."
+            )
         seed_plans()
         install_catalogue(Instrument=Instrument, PriceTick=PriceTick)  # after a flush, say
         User = get_user_model()
