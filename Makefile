@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | 
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/tradesense
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: run test bench lint check-deploy install tools clean
+.PHONY: run prod prod-status prod-manage test bench lint check-deploy install tools clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,10 +32,27 @@ run: $(STAMP)
 	echo "  Ctrl-C stops every process." && echo "" && \
 	exec $(VENV)/bin/honcho start -f Procfile
 
-# System tools the tests use: Debian's chromium (browser tests) and promtool (alert rules).
+# The production topology on this machine, no Docker (docs/operations.md): nginx on
+# 127.0.0.1:8080 in front of two gunicorn and two uvicorn replicas, the Celery worker and
+# beat, the fake processor and Prometheus on 127.0.0.1:9090, all DEBUG=0 under
+# supervisord on the local PostgreSQL and Redis. Ctrl-C stops every process.
+prod: $(STAMP) tools
+	@bash scripts/services.sh
+	@exec $(PY) -m ops.stack up
+
+prod-status: $(STAMP)
+	@$(PY) -m ops.stack status
+
+# e.g. make prod-manage ARGS=createsuperuser
+prod-manage: $(STAMP)
+	@$(PY) -m ops.stack manage $(ARGS)
+
+# System tools: Debian's chromium (browser tests), prometheus (promtool, make prod) and
+# nginx (make prod and the tests that run the production topology).
 tools:
 	@bash scripts/browser.sh
 	@bash scripts/promtool.sh
+	@bash scripts/nginx.sh
 
 test: $(STAMP) tools
 	@bash scripts/services.sh
