@@ -14,6 +14,7 @@ from django.db.models import DecimalField, ExpressionWrapper, F, Prefetch, Q, Qu
 from django.utils import timezone
 
 from challenges import netting
+from challenges.catalogue import INSTRUMENTS_CACHE, PLANS_CACHE
 from challenges.errors import ChallengeNotFound
 from challenges.models import Breach, Challenge, Instrument, LedgerEntry, Order, Plan, Position, PriceTick
 from risk import rules as risk_rules
@@ -41,26 +42,37 @@ def iso_utc(value: datetime | None) -> str | None:
 # --- Plans and market ----------------------------------------------------------------------------
 
 
-def plan_list() -> QuerySet[Plan]:
-    return Plan.objects.filter(is_active=True).order_by("sort_order", "price")
+def plan_list() -> list[Plan]:
+    """The plans on sale, in display order (cached: challenges/catalogue.py)."""
+    return PLANS_CACHE.get(lambda: list(Plan.objects.filter(is_active=True).order_by("sort_order", "price")))
 
 
-def market_prices() -> list[dict]:
-    return [
-        {
-            "symbol": symbol,
-            "price": _s(price),
-            "at": iso_utc(at),
+def _instrument_terms() -> dict[str, dict]:
+    """Every instrument's fixed terms by symbol; no price (it moves every second)."""
+    return {
+        symbol: {
             "name": name,
             "asset_class": asset_class,
             "contract_size": _plain(contract),
             "qty_step": _plain(step),
             "min_qty": _plain(low),
         }
-        for symbol, price, at, name, asset_class, contract, step, low in Instrument.objects.filter(is_active=True)
-        .order_by("symbol")
-        .values_list("symbol", "price", "price_at", "name", "asset_class", "contract_size", "qty_step", "min_qty")
-    ]
+        for symbol, name, asset_class, contract, step, low in Instrument.objects.values_list(
+            "symbol", "name", "asset_class", "contract_size", "qty_step", "min_qty"
+        )
+    }
+
+
+def market_prices() -> list[dict]:
+    """Listed instruments at their current prices: prices and listing from the database,
+    the fixed terms from the cached catalogue."""
+    quotes = list(Instrument.objects.filter(is_active=True).order_by("symbol").values_list("symbol", "price", "price_at"))
+    terms = INSTRUMENTS_CACHE.get(_instrument_terms)
+    if any(symbol not in terms for symbol, _, _ in quotes):
+        # Listed by a write the invalidation never saw (bulk_create, raw SQL): read afresh.
+        INSTRUMENTS_CACHE.invalidate()
+        terms = INSTRUMENTS_CACHE.get(_instrument_terms)
+    return [{"symbol": symbol, "price": _s(price), "at": iso_utc(at), **terms[symbol]} for symbol, price, at in quotes]
 
 
 def price_history(*, symbol: str, since: datetime, limit: int) -> list[dict]:

@@ -1,4 +1,5 @@
-"""A fake payment processor: its own small HTTP server process (standard library only).
+"""A fake payment processor: its own small HTTP server process (the standard library, and
+prometheus-client for /metrics).
 
     python -m payments.fake_processor --host 127.0.0.1 --port 8100 \
         [--state var/fake-processor.sqlite3] [--webhook-url URL] [--secret S]
@@ -17,6 +18,9 @@ Every /v1 and /admin call needs `Authorization: Bearer <secret>`.
   GET  /v1/charges?idempotency_key=K  200 the charge under K | 404
   POST /v1/charges/<id>/refunds       Idempotency-Key; {amount?}: 201 refund
   GET  /health                        200 while the process runs (fault modes included)
+  GET  /metrics                       Prometheus text, no secret: process start time (restarts), charges
+                                      by outcome, injected faults, replays, webhooks (counted in the state
+                                      file, so across restarts; /admin/reset sets them back to zero)
   GET  /admin/stats                   charges made, declines, requests, replays, drops... (the charge counter)
   GET  /admin/charges/count           {"count": charges made}
   GET|POST /admin/faults              {down, slow_seconds, error_500, decline, drop_after_charge,
@@ -63,6 +67,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from queue import Empty, Queue
 from urllib.parse import parse_qs, urlsplit
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.core import CounterMetricFamily
 
 from payments.signing import signature_header
 
@@ -378,11 +385,50 @@ class FakeProcessor:
                 "events_undelivered": undelivered, "counters": self.store.counters(), "faults": dict(self.faults)}
 
 
+class ProcessorMetrics:
+    """/metrics, read from the store's counters at scrape time."""
+
+    # (metric, help, label, {label value: store counter})
+    FAMILIES = (
+        ("fake_processor_charges", "Charges made, by outcome.", "outcome",
+         {"succeeded": "charges_made", "declined": "declines_made"}),
+        ("fake_processor_faults", "Requests broken by an injected fault, by fault.", "fault",
+         {"down": "refused_down", "error_500": "errors_500", "drop_after_charge": "dropped"}),
+        ("fake_processor_webhooks", "Webhook events delivered or given up on.", "outcome",
+         {"delivered": "webhooks_delivered", "failed": "webhooks_failed"}),
+    )
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def collect(self):
+        counters = self.store.counters()
+        for name, help_text, label, sources in self.FAMILIES:
+            family = CounterMetricFamily(name, help_text, labels=[label])
+            for value, counter in sources.items():
+                family.add_metric([value], counters.get(counter, 0))
+            yield family
+        for name, help_text, counter in (
+            ("fake_processor_requests", "Requests to the /v1 API.", "requests"),
+            ("fake_processor_replays", "Charge requests answered from an earlier one with the same key.", "replays"),
+            ("fake_processor_refunds", "Refunds made.", "refunds"),
+        ):
+            yield CounterMetricFamily(name, help_text, value=counters.get(counter, 0))
+
+
+def metrics_registry(store: Store) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)  # process_start_time_seconds: restarts
+    registry.register(ProcessorMetrics(store))
+    return registry
+
+
 class Handler(BaseHTTPRequestHandler):
     server_version = "FakeProcessor/1.0"
     protocol_version = "HTTP/1.1"
     timeout = 30  # an idle keep-alive connection does not hold a thread forever
     processor: FakeProcessor  # set on the subclass made by serve()
+    metrics: CollectorRegistry  # likewise
 
     def log_message(self, format, *args):  # noqa: A002 - the base class's signature
         logger.debug("%s %s", self.address_string(), format % args)
@@ -397,6 +443,15 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         with contextlib.suppress(OSError):  # the client may have timed out and gone
+            self.wfile.write(raw)
+
+    def send_metrics(self) -> None:
+        raw = generate_latest(self.metrics)
+        self.send_response(200)
+        self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        with contextlib.suppress(OSError):
             self.wfile.write(raw)
 
     def drop(self) -> None:
@@ -435,6 +490,8 @@ class Handler(BaseHTTPRequestHandler):
         try:
             if path == "/health":
                 return self.send_json(200, {"status": "ok", "faults": dict(proc.faults)})
+            if path == "/metrics" and method == "GET":
+                return self.send_metrics()
             if path.startswith("/admin/"):
                 if not self.authorized():
                     return self.send_json(401, {"error": {"code": "unauthorized", "message": "Bad secret."}})
@@ -524,7 +581,7 @@ class Handler(BaseHTTPRequestHandler):
 
 def serve(*, host: str, port: int, state: str, secret: str, webhook_url: str | None) -> None:
     processor = FakeProcessor(store=Store(state), secret=secret, webhook_url=webhook_url)
-    handler = type("BoundHandler", (Handler,), {"processor": processor})
+    handler = type("BoundHandler", (Handler,), {"processor": processor, "metrics": metrics_registry(processor.store)})
     ThreadingHTTPServer.allow_reuse_address = True
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True

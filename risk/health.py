@@ -1,4 +1,4 @@
-"""Health checks (django-health-check) and a Prometheus gauge for the risk engine.
+"""Health checks (django-health-check) and a /metrics reading for the risk engine.
 
 Wire into /health/ with
     "risk.health.WorkerHeartbeatCheck"   -- a worker wrote its heartbeat row recently
@@ -15,7 +15,7 @@ import datetime
 from django.utils import timezone
 from health_check.base import HealthCheck
 from health_check.exceptions import ServiceUnavailable, ServiceWarning
-from prometheus_client import Gauge
+from prometheus_client.core import GaugeMetricFamily
 
 from risk.selectors import sweep_tick_last_finished, worker_heartbeat_latest_at
 
@@ -60,18 +60,18 @@ class RiskSweepCheck(HealthCheck):
             raise ServiceWarning(f"The last risk sweep finished {age:.0f} s ago.")
 
 
-def _heartbeat_age_for_metrics() -> float:
-    # Read at scrape time; -1 when unknown (no row or no database), so an alert can tell
-    # "never reported" from "fresh".
-    try:
-        age = worker_heartbeat_age_seconds()
-    except Exception:  # noqa: BLE001 - a scrape must not fail because the database did
-        return -1.0
-    return -1.0 if age is None else age
-
-
-WORKER_HEARTBEAT_AGE = Gauge(
-    "tradesense_worker_heartbeat_age_seconds",
-    "Seconds since the newest Celery worker heartbeat row (-1: none or unknown).",
-)
-WORKER_HEARTBEAT_AGE.set_function(_heartbeat_age_for_metrics)
+def worker_heartbeat_reading(*, database_reachable: bool):
+    """tradesense_worker_heartbeat_age_seconds for /metrics, read at scrape time; -1 when
+    unknown (no row, or no database), so an alert can tell "never reported" from "fresh"."""
+    age = None
+    if database_reachable:
+        try:
+            age = worker_heartbeat_age_seconds()
+        except Exception:  # noqa: BLE001 - a scrape must not fail because the database did
+            age = None
+    family = GaugeMetricFamily(
+        "tradesense_worker_heartbeat_age_seconds",
+        "Seconds since the newest Celery worker heartbeat row (-1: none or unknown).",
+    )
+    family.add_metric([], -1.0 if age is None else age)
+    yield family

@@ -15,9 +15,9 @@ from django.http import HttpResponse
 from health_check.base import HealthCheck
 from health_check.exceptions import ServiceUnavailable
 from health_check.views import HealthCheckView
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from tradesense.metrics import register_collectors
+from tradesense.metrics import publish_pool_use, register_collectors, scrape_registry
 
 
 @dataclasses.dataclass
@@ -63,4 +63,6 @@ register_collectors()
 
 
 def metrics(request):
-    return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)
+    """Prometheus text; the figures and the modes are explained in tradesense/metrics.py."""
+    publish_pool_use()
+    return HttpResponse(generate_latest(scrape_registry()), content_type=CONTENT_TYPE_LATEST)

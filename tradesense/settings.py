@@ -45,6 +45,9 @@ def env_float(name: str, default: float) -> float:
 
 # https://docs.djangoproject.com/en/5.2/ref/settings/#debug -- off unless asked for.
 DEBUG = env_bool("DEBUG", False)
+# Production mode as the environment set it. Test runners turn DEBUG off while they run
+# (pytest-django does), so what must never happen in production checks this instead.
+PRODUCTION = not DEBUG
 
 # Values published in .env.example or the README: a production stack that still carries
 # one of them has secrets anybody can read.

@@ -40,7 +40,7 @@ class Command(BaseCommand):
 
     @transaction.atomic
     def handle(self, *args, **options):
-        if not settings.DEBUG:
+        if settings.PRODUCTION:
             # Its passwords are printed in the README: never on a production stack.
             raise CommandError(
                 "seed_demo creates users with published passwords and refuses to run with DEBUG off; "
