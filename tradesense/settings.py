@@ -86,6 +86,11 @@ ALLOWED_HOSTS = [
 CSRF_TRUSTED_ORIGINS = [
     o.strip() for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()
 ]
+# Proxies whose X-Forwarded-For is believed (tradesense.common.clientip): our nginx. A
+# request from any other address is its own client, whatever header it sends.
+TRUSTED_PROXIES = [
+    p.strip() for p in os.environ.get("TRUSTED_PROXIES", "127.0.0.1/32,::1/128").split(",") if p.strip()
+]
 
 INSTALLED_APPS = [
     "django.contrib.admin",
