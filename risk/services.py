@@ -284,6 +284,7 @@ def risk_sweep_run(
         deadline = None if deadline_seconds is None else started + deadline_seconds
         stats = SweepStats()
         cache = _DayCache(now)
+        clock = _SweepClock(now=now, started=started)
         # From where the previous sweep stopped to the end, then wrap round to it.
         ranges = [(start_after, None)] + ([(0, start_after)] if start_after else [])
         resume_after = 0
@@ -295,7 +296,7 @@ def risk_sweep_run(
                     rows = [r for r in rows if r.id <= high]
                 if not rows:
                     break
-                _sweep_batch(rows=rows, cache=cache, now=now, stats=stats)
+                _sweep_batch(rows=rows, cache=cache, now=now, stats=stats, clock=clock)
                 cursor_id = rows[-1].id
                 # Progress is committed per batch: a sweep killed here is resumed by the
                 # next tick from this id, not started over.
@@ -331,7 +332,7 @@ def risk_sweep_run(
         return sweep
 
 
-def _sweep_batch(*, rows: list[ScreenRow], cache: _DayCache, now: datetime, stats: SweepStats) -> None:
+def _sweep_batch(*, rows: list[ScreenRow], cache: _DayCache, now: datetime, stats: SweepStats, clock: _SweepClock) -> None:
     screened: list[_Screened] = []
     for row in rows:
         try:
@@ -362,19 +363,43 @@ def _sweep_batch(*, rows: list[ScreenRow], cache: _DayCache, now: datetime, stat
         else:
             to_mark.append(s)
     stats.marked += _bulk_mark(to_mark, now=now)
-    if to_lock:
-        # The prices the screen saw, so the verdict under the lock is the one screened
-        # (a breach closes positions at the prices it was observed at).
-        from risk.selectors import risk_prices_for_challenges
+    # A few challenges per commit (each in its own savepoint, so one failure rolls back
+    # only itself): a breach or warning storm is bound by commits, not by rules. The
+    # locks are taken in id order and held for one group only.
+    for start in range(0, len(to_lock), LOCKED_PER_COMMIT):
+        group = to_lock[start : start + LOCKED_PER_COMMIT]
+        # Each group is evaluated at the prices as they are now, read just before it, and
+        # *at* the instant they were read: a breach is recorded (Breach.at, .prices,
+        # .observed) with the time and the prices that broke the floor, and the positions
+        # are closed at those prices. The sweep's own `now` (when its tick began) can be
+        # seconds older than a later group's prices, and the market keeps ticking.
+        prices, observed_at = _prices_now(challenge_ids=[s.row.id for s in group], clock=clock)
+        with transaction.atomic():
+            for s in group:
+                _sweep_locked(screened=s, prices=prices.get(s.row.id, {}), now=observed_at, clock=clock, stats=stats)
 
-        prices = risk_prices_for_challenges(challenge_ids=[s.row.id for s in to_lock])
-        # A few challenges per commit (each in its own savepoint, so one failure rolls back
-        # only itself): a breach or warning storm is bound by commits, not by rules. The
-        # locks are taken in id order and held for one group only.
-        for start in range(0, len(to_lock), LOCKED_PER_COMMIT):
-            with transaction.atomic():
-                for s in to_lock[start : start + LOCKED_PER_COMMIT]:
-                    _sweep_locked(screened=s, prices=prices.get(s.row.id, {}), now=now, stats=stats)
+
+@dataclass(frozen=True)
+class _SweepClock:
+    """The sweep's `now` advanced by the time the sweep has been running: the caller's
+    clock stays the reference (a sweep run "as at" an instant stays on that day), and a
+    group evaluated seconds into a sweep is stamped seconds later."""
+
+    now: datetime
+    started: float  # time.monotonic() when the sweep began
+
+    def at(self) -> datetime:
+        return self.now + timedelta(seconds=monotonic_time.monotonic() - self.started)
+
+
+def _prices_now(*, challenge_ids: list[int], clock: _SweepClock) -> tuple[dict[int, dict[str, Decimal]], datetime]:
+    """The current price of every instrument these challenges hold, and the instant they
+    were read, taken after the read: every price was committed by then (a tick writes
+    its price and its PriceTick in one transaction)."""
+    from risk.selectors import risk_prices_for_challenges
+
+    prices = risk_prices_for_challenges(challenge_ids=challenge_ids)
+    return prices, clock.at()
 
 
 def _bulk_mark(items: list[_Screened], *, now: datetime) -> int:
@@ -430,7 +455,9 @@ def _bulk_mark(items: list[_Screened], *, now: datetime) -> int:
     return len(items)
 
 
-def _sweep_locked(*, screened: _Screened, prices: dict[str, Decimal], now: datetime, stats: SweepStats) -> None:
+def _sweep_locked(
+    *, screened: _Screened, prices: dict[str, Decimal], now: datetime, clock: _SweepClock, stats: SweepStats
+) -> None:
     row = screened.row
     try:
         with transaction.atomic():
@@ -445,7 +472,11 @@ def _sweep_locked(*, screened: _Screened, prices: dict[str, Decimal], now: datet
             if challenge.status != Challenge.Status.ACTIVE:
                 return
             if challenge.version != row.version:
-                prices = {}  # positions changed since the screen: evaluate at current prices
+                # Its positions changed since the screen (a fill, which evaluated it inline):
+                # re-read the prices of what it holds now, under the lock, and evaluate at
+                # that instant.
+                fresh, now = _prices_now(challenge_ids=[challenge.pk], clock=clock)
+                prices = fresh.get(challenge.pk, {})
             stats.locked += 1
             verdict = challenge_evaluate_locked(challenge=challenge, prices=prices, now=now, detected_by="sweep")
             if verdict.outcome == "failed":

@@ -71,3 +71,24 @@ class Conflict(models.Model):
 
     class Meta:
         ordering = ["-id"]
+
+
+class PeriodicLease(models.Model):
+    """One periodic job's schedule in the database (tradesense.common.periodic).
+
+    Time is cut into slots of `interval` aligned to the epoch; claiming a slot is one
+    conditional UPDATE on this row, so a job runs at most once per slot across every
+    process, whether beat's task or a worker's watchdog asks first."""
+
+    name = models.CharField(max_length=100, primary_key=True)  # the CELERY_BEAT_SCHEDULE entry
+    interval = models.DurationField()
+    # The start of the first slot not yet claimed: a claim needs next_due_at <= now.
+    next_due_at = models.DateTimeField()
+    last_run_at = models.DateTimeField(null=True, blank=True)
+    last_runner = models.CharField(max_length=200, blank=True, default="")  # "task:<worker>", "watchdog:<host>:<pid>"
+    # When beat's task for this job last arrived, whether it won the slot or not: a
+    # watchdog takes a slot only once beat's next task is overdue.
+    beat_seen_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self):
+        return f"{self.name} due {self.next_due_at:%H:%M:%S.%f}"
