@@ -89,20 +89,36 @@ http {{
     }}
 
     location / {{
+      # A request carrying an Idempotency-Key may be replayed on another replica even
+      # after it was sent (the key makes the replay answer the first outcome): see
+      # @keyed. Everything else is replayed only while it was not sent.
+      error_page 418 = @keyed;
+      if ($http_idempotency_key) {{ return 418; }}
       proxy_pass http://web;
+{web_proxy}      proxy_next_upstream error timeout http_502 http_503;
+    }}
+
+    # A replica cut from its database answers an order with 503 (it could not start the
+    # transaction) or not at all; the order goes to the other replica at once instead of
+    # back to the client, and the failure counts towards skipping the cut replica.
+    location @keyed {{
+      proxy_pass http://web;
+{web_proxy}      proxy_next_upstream error timeout http_502 http_503 non_idempotent;
+    }}
+  }}
+}}
+"""
+
+WEB_PROXY = """\
       proxy_http_version 1.1;
       proxy_set_header Connection "";
       proxy_set_header Host $host;
       # The client's address as nginx saw it; whatever the client sent is dropped.
       proxy_set_header X-Forwarded-For $remote_addr;
       proxy_set_header X-Forwarded-Proto $scheme;
-      proxy_next_upstream error timeout http_502 http_503;
       proxy_next_upstream_tries 3;
       proxy_connect_timeout 2s;
       proxy_read_timeout 30s;
-    }}
-  }}
-}}
 """
 
 
@@ -151,8 +167,10 @@ def render_nginx(
         worker_processes="auto" if resolver else 2,
         top=top,
         http_extra=http_extra,
-        zone_web="    zone web 64k;\n" if resolver else "",
-        zone_ws="    zone ws 64k;\n" if resolver else "",
+        # Shared memory: nginx's worker processes count a replica's failures together.
+        zone_web="    zone web 64k;\n",
+        zone_ws="    zone ws 64k;\n",
+        web_proxy=WEB_PROXY,
         web_servers=servers(web),
         ws_servers=servers(ws),
         listen=listen,

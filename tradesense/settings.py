@@ -179,10 +179,25 @@ def _database_from_url(url: str) -> dict:
             "pool": {
                 "min_size": int(os.environ.get("DB_POOL_MIN", "2")),
                 "max_size": int(os.environ.get("DB_POOL_MAX", "10")),
-                "timeout": env_float("DB_POOL_TIMEOUT", 3.0),
+                # A request waits this long for a connection, then answers 503: a replica
+                # cut from the database fails fast, and nginx and clients go elsewhere.
+                "timeout": env_float("DB_POOL_TIMEOUT", 1.0),
                 "max_idle": 300,
             },
             "connect_timeout": 3,
+            # A partition drops packets without a reset: without these a pooled connection
+            # (and the worker holding it) waits for the kernel's retransmissions, minutes.
+            # With them a silent peer is given up after about 3 s (tests/failures/
+            # test_network_partition.py).
+            "keepalives": 1,
+            "keepalives_idle": 2,
+            "keepalives_interval": 1,
+            "keepalives_count": 3,
+            "tcp_user_timeout": 3000,
+            # A transaction whose client was cut off keeps its row locks until the server
+            # notices; this ends it (rolled back whole) so the challenge is writable again.
+            "options": "-c idle_in_transaction_session_timeout="
+            + os.environ.get("DB_IDLE_IN_TRANSACTION_TIMEOUT", "5s"),
         }
         return config
     if parsed.scheme == "sqlite":

@@ -53,8 +53,8 @@ def app_env(*, database_url: str, redis_url: str | None = None, **extra: str) ->
 class Proc:
     """A child process in its own process group, logging to a file."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], port: int | None = None):
-        self.name, self.argv, self.env, self.port = name, argv, env, port
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], port: int | None = None, host: str = "127.0.0.1"):
+        self.name, self.argv, self.env, self.port, self.host = name, argv, env, port, host
         self.log_path = Path(tempfile.mkstemp(prefix=f"ts-{name}-", suffix=".log")[1])
         self.popen: subprocess.Popen | None = None
 
@@ -64,7 +64,10 @@ class Proc:
             self.argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         if self.port:
-            wait_for(lambda: port_open(self.port) or self.popen.poll() is not None, wait, what=f"{self.name} on {self.port}")
+            wait_for(
+                lambda: port_open(self.port, self.host) or self.popen.poll() is not None,
+                wait, what=f"{self.name} on {self.host}:{self.port}",
+            )
             if self.popen.poll() is not None:
                 raise RuntimeError(f"{self.name} exited at start:\n{self.logs()}")
         return self
@@ -76,7 +79,7 @@ class Proc:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.popen.wait(10)
         if self.port:
-            wait_for(lambda: not port_open(self.port), 10, what=f"{self.name} to release {self.port}")
+            wait_for(lambda: not port_open(self.port, self.host), 10, what=f"{self.name} to release {self.port}")
 
     def stop(self) -> None:
         if self.popen and self.popen.poll() is None:
@@ -100,20 +103,42 @@ def web_server(env: dict[str, str], port: int | None = None) -> Proc:
     return Proc("web", argv, env, port)
 
 
-def celery(kind: str, env: dict[str, str], *extra: str) -> Proc:
+def in_netns(netns: str | None, argv: list[str]) -> list[str]:
+    """argv run inside a network namespace (`ip netns exec` execs it: same pid)."""
+    return ["ip", "netns", "exec", netns, *argv] if netns else argv
+
+
+def gunicorn_server(
+    env: dict[str, str], *, host: str = "127.0.0.1", port: int | None = None, workers: int = 2,
+    netns: str | None = None, name: str = "gunicorn",
+) -> Proc:
+    """The production HTTP server, with production's command (ops/processes.yml),
+    optionally inside a network namespace."""
+    from ops.stack import load_processes, render_command
+
+    port = port or free_port()
+    argv = render_command(load_processes()["web"], host=host, port=port, var=tempfile.gettempdir())
+    argv = [str(VENV_BIN / argv[0]), *argv[1:], "--workers", str(workers)]
+    return Proc(name, in_netns(netns, argv), env, port, host=host)
+
+
+def celery(kind: str, env: dict[str, str], *extra: str, netns: str | None = None) -> Proc:
     argv = [str(VENV_BIN / "celery"), "-A", "tradesense", kind, "--loglevel=INFO", *extra]
-    return Proc(f"celery-{kind}", argv, env)
+    return Proc(f"celery-{kind}", in_netns(netns, argv), env)
 
 
 @contextlib.contextmanager
-def private_redis(port: int | None = None):
-    """A throw-away redis-server; yields (url, proc). Never touches the shared one."""
+def private_redis(port: int | None = None, listen_addresses: tuple[str, ...] = ("127.0.0.1",)):
+    """A throw-away redis-server; yields (url, proc). Never touches the shared one.
+    `listen_addresses` beyond loopback are the test's own (e.g. a veth's host end);
+    protected mode is off then, or Redis would refuse those clients."""
     port = port or free_port()
     workdir = tempfile.mkdtemp(prefix="ts-redis-")
+    extra = ["--protected-mode", "no"] if set(listen_addresses) - {"127.0.0.1"} else []
     proc = Proc(
         "redis",
-        [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1",
-         "--save", "", "--appendonly", "no", "--dir", workdir],
+        [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", *listen_addresses,
+         "--save", "", "--appendonly", "no", "--dir", workdir, *extra],
         dict(os.environ),
         port,
     )
@@ -133,10 +158,16 @@ def _pg_bin(name: str) -> str:
 
 
 class PrivatePostgres:
-    """A PostgreSQL cluster of its own (initdb in a temp dir), to restart in a test."""
+    """A PostgreSQL cluster of its own (initdb in a temp dir), to restart in a test.
+    `listen_addresses` beyond loopback must exist (a veth's host end); `trust_networks`
+    are CIDRs whose clients are let in without a password (pg_hba.conf)."""
 
-    def __init__(self, port: int | None = None):
+    def __init__(
+        self, port: int | None = None, listen_addresses: tuple[str, ...] = ("127.0.0.1",),
+        trust_networks: tuple[str, ...] = (),
+    ):
         self.port = port or free_port()
+        self.listen_addresses, self.trust_networks = listen_addresses, trust_networks
         self.dir = Path(tempfile.mkdtemp(prefix="ts-pg-"))
         self.data = self.dir / "data"
         self.url = f"postgres://postgres@127.0.0.1:{self.port}/tradesense"
@@ -151,6 +182,9 @@ class PrivatePostgres:
         if os.geteuid() == 0:
             shutil.chown(self.dir, "postgres", "postgres")
         self._run(_pg_bin("initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+        if self.trust_networks:
+            with open(self.data / "pg_hba.conf", "a") as hba:
+                hba.writelines(f"host all all {network} trust\n" for network in self.trust_networks)
         self.start()
         self._run(_pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "tradesense")
         return self
@@ -158,7 +192,8 @@ class PrivatePostgres:
     def start(self) -> None:
         self._run(
             _pg_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "log"), "-w", "-t", "30",
-            "-o", f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.dir} -c fsync=off", "start",
+            "-o", f"-p {self.port} -c listen_addresses={','.join(self.listen_addresses)} -k {self.dir} -c fsync=off",
+            "start",
         )
 
     def stop(self, mode: str = "immediate") -> None:
