@@ -82,7 +82,7 @@ def _model_shape(label: str):
         from django.apps import apps
 
         fields = ",".join(f.attname for f in apps.get_model(label)._meta.concrete_fields)
-        return hashlib.sha1(fields.encode()).hexdigest()[:10]
+        return hashlib.sha1(fields.encode(), usedforsecurity=False).hexdigest()[:10]
 
     return suffix
 

@@ -163,7 +163,7 @@ def challenge_lock(*, challenge_id: int, trader=None) -> Challenge:
     """Lock one challenge row for the rest of the caller's transaction (404 when it is not
     the trader's: someone else's challenge does not exist for them)."""
     # Raw SQL (tradesense.common.rawsql): this runs on every order.
-    sql = f'SELECT {rawsql.select_list(Challenge, "c")} FROM "{Challenge._meta.db_table}" c WHERE c."id" = %s'
+    sql = f'SELECT {rawsql.select_list(Challenge, "c")} FROM "{Challenge._meta.db_table}" c WHERE c."id" = %s'  # nosec B608
     params = [int(challenge_id)]
     if trader is not None:
         sql += ' AND c."trader_id" = %s'
@@ -205,7 +205,7 @@ def _challenge_write(*, challenge: Challenge, fields: tuple[str, ...], bump: boo
         assignments += ', "version" = "version" + 1'
     with rawsql.cursor() as cursor:
         cursor.execute(
-            f'UPDATE "{Challenge._meta.db_table}" SET {assignments} WHERE "id" = %s AND "version" = %s',
+            f'UPDATE "{Challenge._meta.db_table}" SET {assignments} WHERE "id" = %s AND "version" = %s',  # nosec B608
             [rawsql.db_value(Challenge, name, value) for name, value in values.items()] + [challenge.pk, challenge.version],
         )
         rows = cursor.rowcount
@@ -401,7 +401,7 @@ def _apply_fill(
     with rawsql.cursor() as cursor:
         rawsql.insert_row(order, cur=cursor)
         if result.qty == 0:
-            cursor.execute(f'DELETE FROM "{position_table}" WHERE "id" = %s', [position.pk])
+            cursor.execute(f'DELETE FROM "{position_table}" WHERE "id" = %s', [position.pk])  # nosec B608
             position = None
         elif position is None:
             position = Position(
@@ -421,7 +421,7 @@ def _apply_fill(
             position.updated_at = stamp
             names = ("qty", "avg_entry_price", "opened_at", "updated_at")
             cursor.execute(
-                f'UPDATE "{position_table}" SET "qty" = %s, "avg_entry_price" = %s, "opened_at" = %s, "updated_at" = %s '
+                f'UPDATE "{position_table}" SET "qty" = %s, "avg_entry_price" = %s, "opened_at" = %s, "updated_at" = %s '  # nosec B608
                 'WHERE "id" = %s',
                 [rawsql.db_value(Position, name, getattr(position, name)) for name in names] + [position.pk],
             )
@@ -594,7 +594,7 @@ def _order_reads(
     single row of NULLs when there are neither (the first column still answers)."""
     width = rawsql.width(Instrument)
     sql = (
-        f'SELECT d."dup", {rawsql.select_list(Instrument, "i")}, {rawsql.select_list(Position, "p")} '
+        f'SELECT d."dup", {rawsql.select_list(Instrument, "i")}, {rawsql.select_list(Position, "p")} '  # nosec B608
         f'FROM (SELECT EXISTS (SELECT 1 FROM "{Order._meta.db_table}" o '
         'WHERE o."challenge_id" = %s AND o."client_order_id" = %s) AS "dup") d '
         f'LEFT JOIN ("{Instrument._meta.db_table}" i LEFT JOIN "{Position._meta.db_table}" p '

@@ -66,7 +66,7 @@ LEFT JOIN challenges_position p ON p.challenge_id = c.id
 LEFT JOIN challenges_instrument i ON i.id = p.instrument_id
 GROUP BY c.id
 ORDER BY c.id
-""".format(upl=_PG_HALF_EVEN_CENTS.format(x="((i.price - p.avg_entry_price) * p.qty * i.contract_size)"))
+""".format(upl=_PG_HALF_EVEN_CENTS.format(x="((i.price - p.avg_entry_price) * p.qty * i.contract_size)"))  # nosec B608
 
 
 def risk_screen_batch(*, after_id: int, limit: int) -> list[ScreenRow]:

@@ -129,7 +129,7 @@ def risk_warnings_record(
         now = timezone.now()
         with connection.cursor() as cursor:
             cursor.execute(
-                f"INSERT INTO {table} (challenge_id, rule, level, trading_day, used_pct, equity, floor, detected_by,"
+                f"INSERT INTO {table} (challenge_id, rule, level, trading_day, used_pct, equity, floor, detected_by,"  # nosec B608
                 " created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
                 " ON CONFLICT (challenge_id, rule, level, trading_day) DO NOTHING RETURNING id",
                 [
@@ -415,7 +415,7 @@ def _bulk_mark(items: list[_Screened], *, now: datetime) -> int:
         # One statement per batch: the values travel as arrays and are joined by id.
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(
-                f"UPDATE {table} AS c SET equity = v.equity,"
+                f"UPDATE {table} AS c SET equity = v.equity,"  # nosec B608
                 " intraday_high_equity = GREATEST(COALESCE(c.intraday_high_equity, v.high), v.high),"
                 " max_loss_floor = v.floor, marked_at = %s"
                 " FROM unnest(%s::bigint[], %s::integer[], %s::numeric[], %s::numeric[], %s::numeric[])"
@@ -445,7 +445,7 @@ def _bulk_mark(items: list[_Screened], *, now: datetime) -> int:
     ]
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.executemany(
-            f"UPDATE {table} SET equity = %s,"
+            f"UPDATE {table} SET equity = %s,"  # nosec B608
             " intraday_high_equity = CASE WHEN intraday_high_equity IS NULL OR intraday_high_equity < %s"
             " THEN %s ELSE intraday_high_equity END,"
             " max_loss_floor = %s, marked_at = %s"
