@@ -16,7 +16,10 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from challenges.selectors import challenge_list_for_trader
+from tradesense.common.errors import InvalidInput
 from tradesense.common.metrics import WEBSOCKET_CONNECTIONS, WEBSOCKET_CONNECTS
+from tradesense.common.parsers import MalformedJson, json_loads_strict
+from tradesense.common.parsing import BIGINT_MAX, parse_id
 from tradesense.common.realtime import challenge_group, user_group
 
 logger = logging.getLogger(__name__)
@@ -169,8 +172,9 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs):
         try:
-            content = await self.decode_json(text_data) if text_data else None
-        except ValueError:
+            # The HTTP API's strict parser: nesting, NUL and huge numbers are refused the same way.
+            content = json_loads_strict(text_data) if text_data else None
+        except (MalformedJson, ValueError):
             content = None
         if not isinstance(content, dict):
             await self._error("malformed", "Send a JSON object such as {\"action\": \"ping\"}.")
@@ -249,9 +253,12 @@ def _as_id(value) -> int | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value if value > 0 else None
-    if isinstance(value, str) and value.isdigit() and len(value) < 19:
-        return int(value) or None
+        return value if 0 < value <= BIGINT_MAX else None
+    if isinstance(value, str):
+        try:
+            return parse_id(value, name="challenge")  # ASCII digits only, within bigint
+        except InvalidInput:
+            return None
     return None
 
 

@@ -3,6 +3,7 @@ authorize, call a service or a selector, serialize."""
 
 from __future__ import annotations
 
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer, inline_serializer
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
@@ -11,8 +12,10 @@ from rest_framework.views import APIView
 
 from payments import selectors, services
 from payments.models import Purchase
+from tradesense.common import parsing
 from tradesense.common.errors import NotFound
 from tradesense.common.idempotency import idempotent
+from tradesense.common.parsers import json_loads_strict
 from tradesense.common.serializers import StrictSerializer
 
 MAX_LIMIT = 500
@@ -57,24 +60,16 @@ class PurchasesApi(APIView):
             error_messages={"invalid": "A processor token: 3 to 128 letters, digits, '_' or '-' (e.g. tok_visa)."},
         )
 
-    class FilterSerializer(StrictSerializer):
-        limit = serializers.IntegerField(min_value=1, max_value=MAX_LIMIT, default=50)
-        before = serializers.IntegerField(min_value=1, required=False)
-
     @extend_schema(
         operation_id="purchases_list",
         parameters=[OpenApiParameter("limit", int), OpenApiParameter("before", int)],
         responses={200: PurchasePage},
     )
     def get(self, request):
-        params = self.FilterSerializer(data=request.query_params.dict())
-        params.is_valid(raise_exception=True)
-        limit = params.validated_data["limit"]
-        page = list(
-            selectors.purchase_list_for_trader(trader=request.user, before=params.validated_data.get("before"))[
-                : limit + 1
-            ]
-        )
+        params = request.query_params
+        limit = parsing.parse_int(params.get("limit", "50"), name="limit", minimum=1, maximum=MAX_LIMIT)
+        before = parsing.parse_optional_id(params.get("before"), name="before")
+        page = list(selectors.purchase_list_for_trader(trader=request.user, before=before)[: limit + 1])
         next_url = None
         if len(page) > limit:
             page = page[:limit]
@@ -87,25 +82,36 @@ class PurchasesApi(APIView):
         responses={202: PurchaseOutputSerializer},
         parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER)],
     )
-    @idempotent
     def post(self, request):
+        # Validated before the Idempotency-Key is claimed (as RegisterApi does): the key's
+        # fingerprint falls back to the raw bytes when the body does not parse, after which
+        # DRF hands the view an empty body, so the refusal would name the wrong problem.
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        plan = selectors.plan_get_purchasable(slug=data.validated_data["plan"])
+        return self._create(request, data.validated_data)
+
+    @idempotent
+    def _create(self, request, data):
+        plan = selectors.plan_get_purchasable(slug=data["plan"])
         if plan is None:
             raise NotFound("No plan with this slug is for sale.", fields={"plan": ["Unknown plan."]}, code="unknown_plan")
         purchase = services.purchase_create(
             trader=request.user,
             plan=plan,
-            payment_method=data.validated_data["payment_method"],
-            payment_token=data.validated_data["payment_token"],
+            payment_method=data["payment_method"],
+            payment_token=data["payment_token"],
         )
         shown = selectors.purchase_get_for_trader(trader=request.user, purchase_id=purchase.pk)
         return Response(_display(shown), status=202)
 
 
 class PurchaseDetailApi(APIView):
-    @extend_schema(operation_id="purchases_retrieve", responses={200: PurchaseOutputSerializer})
+    @extend_schema(
+        operation_id="purchases_retrieve",
+        # <id:...> (tradesense.common.converters): an integer within bigint.
+        parameters=[OpenApiParameter("purchase_id", OpenApiTypes.INT64, OpenApiParameter.PATH)],
+        responses={200: PurchaseOutputSerializer},
+    )
     def get(self, request, purchase_id: int):
         purchase = selectors.purchase_get_for_trader(trader=request.user, purchase_id=purchase_id)
         if purchase is None:
@@ -133,6 +139,9 @@ class PaymentWebhookApi(APIView):
     def post(self, request):
         # The raw bytes, exactly as signed: read before anything parses the body.
         body = request._request.body
+        # The service parses them with json.loads, which has no depth limit and lets NUL
+        # through to the event row: the same strict check as every other JSON body first.
+        json_loads_strict(body)
         result = services.webhook_receive(body=body, signature=request.headers.get("X-Signature"))
         return Response(
             {"received": True, "id": result.event_id, "duplicate": result.duplicate, "outcome": result.outcome}

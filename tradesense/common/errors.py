@@ -9,7 +9,8 @@ import logging
 
 from django.core.exceptions import PermissionDenied
 from django.db import DatabaseError, InterfaceError, OperationalError
-from django.http import Http404
+from django.http import Http404, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_default_handler
@@ -130,7 +131,10 @@ def api_exception_handler(exc, context):
         if isinstance(exc, cls):
             response = drf_default_handler(exc, context)
             message = str(exc.detail) if hasattr(exc, "detail") else str(exc)
-            out = Response(error_body(code, message), status=status)
+            # A body that did not parse: name it (or the key at fault, parsers.MalformedJson)
+            # as every other 400 names its field.
+            fields = (getattr(exc, "fields", None) or {"body": [message]}) if isinstance(exc, drf.ParseError) else None
+            out = Response(error_body(code, message, fields), status=status)
             if response is not None:
                 for header in ("WWW-Authenticate", "Retry-After", "Allow"):
                     if header in response:
@@ -139,3 +143,23 @@ def api_exception_handler(exc, context):
     if isinstance(exc, drf.APIException):
         return Response(error_body(exc.default_code, str(exc.detail)), status=exc.status_code)
     return None
+
+
+# --- Errors raised before any API view: tradesense/urls.py handler400 and handler404 ------------
+
+API_PREFIX = "/api/"
+
+
+def bad_request(request, exception):
+    """400 for what Django refuses itself (too many fields, a disallowed Host): the error
+    body under /api/, Django's page elsewhere."""
+    if request.path_info.startswith(API_PREFIX):
+        return JsonResponse(error_body("bad_request", "The request is malformed."), status=400)
+    return defaults.bad_request(request, exception)
+
+
+def page_not_found(request, exception):
+    """404 for a path that matches no route (an id past bigint does not match <id:...>)."""
+    if request.path_info.startswith(API_PREFIX):
+        return JsonResponse(error_body("not_found", "Not found."), status=404)
+    return defaults.page_not_found(request, exception)
