@@ -50,7 +50,7 @@ SEED = r"""
 import json
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import make_password
-from rest_framework.authtoken.models import Token
+from accounts.services import token_issue
 from challenges.management.commands.seed_demo import seed_plans
 from challenges.models import Plan
 from challenges.services import challenge_activate
@@ -59,12 +59,12 @@ User = get_user_model()
 unusable = make_password(None)
 users = User.objects.bulk_create([User(username=f"bench{i:05d}", password=unusable) for i in range(N)])
 users = list(User.objects.filter(username__startswith="bench").order_by("id"))
-tokens = Token.objects.bulk_create([Token(key=Token.generate_key(), user=u) for u in users])
+tokens = [token_issue(user=u) for u in users]
 plan = Plan.objects.get(slug="elite")
 out = []
 for user, token in zip(users, tokens):
     challenge = challenge_activate(trader=user, plan=plan, source_ref=f"bench:{user.pk}")
-    out.append([challenge.pk, token.key])
+    out.append([challenge.pk, token])
 print("SEED" + json.dumps(out))
 """
 

@@ -47,10 +47,11 @@ def main() -> None:
     import django
 
     django.setup()
+    from django.contrib.auth import get_user_model
     from django.core.handlers.wsgi import WSGIHandler
     from django.db import connection
-    from rest_framework.authtoken.models import Token
 
+    from accounts.services import token_issue
     from challenges.market import market_tick
     from challenges.models import Challenge
 
@@ -62,7 +63,9 @@ def main() -> None:
         realtime.send_frames_now = lambda **kwargs: True
     _patch_for_comparison(set(filter(None, os.environ.get("PROFILE_BEFORE", "").split(","))))
     challenges = list(Challenge.objects.filter(status="active").values_list("pk", "trader_id")[:200])
-    tokens = dict(Token.objects.values_list("user_id", "key"))
+    # Tokens are stored hashed: issue one per trader for this run.
+    users = get_user_model().objects.in_bulk({uid for _, uid in challenges})
+    tokens = {uid: token_issue(user=user) for uid, user in users.items()}
     handler = WSGIHandler()
     sides: dict[int, str] = {}
 

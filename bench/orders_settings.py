@@ -9,7 +9,6 @@ option can be measured before anyone proposes it for tradesense/settings.py:
              nothing is prepared; what the earlier "prepared" variant measured).
   noprepare  the order path's raw statements through Django's ordinary client-side
              binding cursor, unprepared (a before/after of rawsql.cursor()).
-  ormauth    DRF's own TokenAuthentication (a before/after of the raw token look-up).
   nocheck    no pool health check on checkout (saves a round trip per request; a dead
              connection is then found by the request that uses it).
   noevents   no channel layer: live events are skipped (measures their cost only).
@@ -41,14 +40,6 @@ if "noprepare" in _variants:
     from tradesense.common import rawsql
 
     rawsql.cursor = lambda: _connection.cursor()
-if "ormauth" in _variants:
-    REST_FRAMEWORK = {  # noqa: F405
-        **REST_FRAMEWORK,  # noqa: F405
-        "DEFAULT_AUTHENTICATION_CLASSES": [
-            "rest_framework.authentication.TokenAuthentication",
-            "rest_framework.authentication.SessionAuthentication",
-        ],
-    }
 if "noevents" in _variants:
     CHANNEL_LAYERS = {}
 if "nothrottle" in _variants:

@@ -50,9 +50,9 @@ def client_for_token(token_key):
 
 @pytest.fixture
 def token(trader):
-    from rest_framework.authtoken.models import Token
+    from accounts.services import token_issue
 
-    return Token.objects.create(user=trader).key
+    return token_issue(user=trader)
 
 
 def test_twenty_concurrent_orders_leave_everything_consistent(challenge, trader, token):

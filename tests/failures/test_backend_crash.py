@@ -17,8 +17,8 @@ import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 
+from accounts.services import token_issue
 from challenges import netting
 from challenges.catalogue import install_catalogue
 from challenges.management.commands.seed_demo import seed_plans
@@ -44,7 +44,7 @@ def seeded():
     Instrument.objects.update(price_at=timezone.now())
     plans = {p.slug: p for p in seed_plans()}
     user = get_user_model().objects.create_user("crashtrader", "c@example.com", "pass-123-secure")
-    token = Token.objects.create(user=user).key
+    token = token_issue(user=user)
     challenges = [
         challenge_activate(trader=user, plan=plans["elite"], source_ref=f"crash:{i}").pk for i in range(N_CHALLENGES)
     ]

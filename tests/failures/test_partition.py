@@ -24,9 +24,9 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from accounts.services import token_issue
 from challenges.catalogue import install_catalogue
 from challenges.management.commands.seed_demo import seed_plans
 from challenges.models import Challenge, Instrument, LedgerEntry, Order, Position, PriceTick
@@ -46,7 +46,7 @@ def account():
     Instrument.objects.update(price_at=timezone.now())
     plans = {p.slug: p for p in seed_plans()}
     user = get_user_model().objects.create_user("partitioned", "p@example.com", "pass-123-secure")
-    token = Token.objects.create(user=user).key
+    token = token_issue(user=user)
     challenge = challenge_activate(trader=user, plan=plans["pro"], source_ref="partition:1")
     return user, token, challenge
 

@@ -13,10 +13,10 @@ import time
 import httpx
 import pytest
 from django.conf import settings
-from rest_framework.authtoken.models import Token
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
+from accounts.services import token_issue
 from challenges.consumers import CLOSE_LAYER_DOWN
 from challenges.models import Order
 from tests.live.fixtures import catalogue  # noqa: F401 - the instrument catalogue at fresh prices
@@ -45,8 +45,12 @@ def _place(client: httpx.Client, challenge_id: int, coid: str) -> httpx.Response
 
 
 def _open(base: str, token: str):
+    # A bot's way in: a single-use ticket for its API token (the ticket lives in the
+    # database, so it is issued with Redis down too).
+    ticket = httpx.post(f"{base}/api/v1/auth/ws-ticket", headers={"Authorization": f"Token {token}"}, timeout=10)
+    assert ticket.status_code == 201, ticket.text
     ws = connect(
-        f"ws://127.0.0.1:{WEB_PORT}/ws/v1/stream?token={token}",
+        f"ws://127.0.0.1:{WEB_PORT}/ws/v1/stream?ticket={ticket.json()['ticket']}",
         additional_headers={"Origin": base},
         open_timeout=10,
         close_timeout=2,
@@ -66,7 +70,7 @@ def _wait_frame(ws, type_: str, timeout: float = 10.0) -> dict:
 
 def test_live_events_fail_soft_while_redis_is_down_and_recover_without_restart(trader, make_challenge):
     challenge = make_challenge(trader)
-    token = Token.objects.create(user=trader).key
+    token = token_issue(user=trader)
     base = f"http://127.0.0.1:{WEB_PORT}"
     with private_redis(port=REDIS_PORT) as (redis_url, redis):
         env = app_env(database_url=_db_url(), redis_url=redis_url, MARKET_PRICE_MAX_AGE_SECONDS="100000")

@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 from django.conf import settings
-from rest_framework.authtoken.models import Token
 
+from accounts.services import token_issue
 from challenges.models import Challenge
 from payments.models import Purchase
 from tests.payments.fixtures import SECRET, ProcessorAdmin, start_fake_processor
@@ -46,7 +46,7 @@ def status_of(purchase_id: int) -> str:
 
 def test_a_purchase_completes_while_redis_is_down(plans, make_user):
     trader = make_user("redis-down-trader")
-    token = Token.objects.create(user=trader).key
+    token = token_issue(user=trader)
     tmp = Path(tempfile.mkdtemp(prefix="ts-pay-redis-"))
     processor = start_fake_processor(
         PROCESSOR_PORT, state=str(tmp / "processor.sqlite3"),

@@ -1,5 +1,5 @@
 """Fixtures for the live-stream tests: a WebSocket client on the real ASGI application
-(origin check, session/token auth, routing) and the real channel layer (Redis)."""
+(origin check, session/ticket auth, routing) and the real channel layer (Redis)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.db import connections
 from django.test import Client
-from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
 
+from accounts.services import token_issue
 from tests.live.fixtures import catalogue  # noqa: F401 - shared with tests/failures and tests/e2e
 
 ORIGIN = b"http://127.0.0.1"
@@ -36,10 +37,20 @@ def aloop():
         loop.close()
 
 
-class Ws:
-    """A WebsocketCommunicator on tradesense.asgi.application, driven synchronously."""
+def ticket_for_token(token: str) -> str:
+    """What a bot does before connecting: POST /auth/ws-ticket with its API token. A token
+    the API refuses yields a ticket that cannot work, so the socket is still tried."""
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    response = client.post("/api/v1/auth/ws-ticket")
+    return response.json()["ticket"] if response.status_code == 201 else f"refused-{token}"
 
-    def __init__(self, loop, *, token=None, session=None, origin=ORIGIN, path="/ws/v1/stream"):
+
+class Ws:
+    """A WebsocketCommunicator on tradesense.asgi.application, driven synchronously.
+    `token=`: the bot's way in, a ticket bought with that API token (`?ticket=`)."""
+
+    def __init__(self, loop, *, token=None, ticket=None, session=None, origin=ORIGIN, path="/ws/v1/stream"):
         from tradesense.asgi import application
 
         headers = [(b"host", b"127.0.0.1")]
@@ -48,7 +59,9 @@ class Ws:
         if session:
             headers.append((b"cookie", f"sessionid={session}".encode()))
         if token:
-            path = f"{path}?token={token}"
+            ticket = ticket_for_token(token)
+        if ticket:
+            path = f"{path}?ticket={ticket}"
         self.loop = loop
         self.comm = WebsocketCommunicator(application, path, headers=headers)
         self.connected = False
@@ -105,7 +118,7 @@ def ws(aloop):
 @pytest.fixture
 def token_for(db):
     def _token(user) -> str:
-        return Token.objects.get_or_create(user=user)[0].key
+        return token_issue(user=user)
 
     return _token
 

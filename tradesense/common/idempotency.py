@@ -15,10 +15,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import hmac
 import json
+from collections.abc import Callable, Iterator, Mapping
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
+from django.utils.crypto import salted_hmac
 from rest_framework.response import Response
 
 from tradesense.common import rawsql
@@ -37,13 +41,39 @@ _ANSWER_SQL = f'UPDATE "{_TABLE}" SET "status_code" = %s, "response_body" = %s W
 _BODY_FIELD = IdempotencyRecord._meta.get_field("response_body")
 
 
-def _fingerprint(request) -> str:
+# Body fields left out of the fingerprint, not even hashed: passwords (registration). A
+# fast hash of a password, keyed or not, is a copy open to offline guessing far faster than
+# the user's own PBKDF2 hash (with SECRET_KEY, an HMAC is as fast to attack as SHA-256).
+# The cost: a replay that differs from the first request in the password alone gets the
+# first answer instead of 422 (docs/security.md "Accounts and tokens").
+SECRET_FIELDS = frozenset({"password", "password1", "password2", "old_password", "new_password"})
+_FINGERPRINT_SALT = "tradesense.idempotency.fingerprint"
+
+
+def _fingerprint_message(request, *, drop: frozenset = SECRET_FIELDS) -> str:
+    data = request.data
+    if isinstance(data, Mapping):
+        data = {name: value for name, value in data.items() if name not in drop}
     try:
-        body = json.dumps(request.data, sort_keys=True, default=str)
+        body = json.dumps(data, sort_keys=True, default=str)
     except Exception:
-        body = request.body.decode("utf-8", "replace") if hasattr(request, "body") else ""
-    raw = f"{request.method} {request.path}\n{body}"
-    return hashlib.sha256(raw.encode()).hexdigest()
+        body = str(data)  # never the raw body: it holds what `drop` leaves out
+    return f"{request.method} {request.path}\n{body}"
+
+
+def _fingerprint(request, *, secret: str | None = None) -> str:
+    """HMAC-SHA256 under SECRET_KEY of the method, path and body less SECRET_FIELDS: the
+    stored value says nothing about the body to anyone without the key."""
+    return salted_hmac(_FINGERPRINT_SALT, _fingerprint_message(request), secret=secret, algorithm="sha256").hexdigest()
+
+
+def _earlier_fingerprints(request) -> Iterator[str]:
+    """What a record written before a SECRET_KEY rotation (SECRET_KEY_FALLBACKS), or by
+    the release before keyed fingerprints (plain SHA-256 of the whole body), holds for the
+    same request, so a retry across the upgrade still replays. Only compared, never stored."""
+    for secret in settings.SECRET_KEY_FALLBACKS:
+        yield _fingerprint(request, secret=secret)
+    yield hashlib.sha256(_fingerprint_message(request, drop=frozenset()).encode()).hexdigest()
 
 
 def _scope(request) -> str:
@@ -61,13 +91,15 @@ def _claim(cursor, *, scope: str, key: str, fingerprint: str) -> int | None:
     return row[0] if row else None
 
 
-def _replay(cursor, *, scope: str, key: str, fingerprint: str) -> Response | None:
+def _replay(cursor, *, scope: str, key: str, fingerprint: str, earlier: Callable[[], Iterator[str]]) -> Response | None:
     cursor.execute(_READ_SQL, [scope, key])
     row = cursor.fetchone()
     if row is None:
         return None  # purged between the claim and this read: claim it again
     stored_fingerprint, status_code, body = row
-    if stored_fingerprint != fingerprint:
+    if not hmac.compare_digest(stored_fingerprint, fingerprint) and not any(
+        hmac.compare_digest(stored_fingerprint, other) for other in earlier()
+    ):
         raise IdempotencyKeyReused()
     body = _BODY_FIELD.from_db_value(body, None, connection)
     response = Response(body, status=status_code)
@@ -97,7 +129,10 @@ def idempotent(view_method):
                     record_id = _claim(cursor, scope=scope, key=key, fingerprint=fingerprint)
                     if record_id is not None:
                         break
-                    replayed = _replay(cursor, scope=scope, key=key, fingerprint=fingerprint)
+                    replayed = _replay(
+                        cursor, scope=scope, key=key, fingerprint=fingerprint,
+                        earlier=lambda: _earlier_fingerprints(request),
+                    )
                     if replayed is not None:
                         return replayed
                 if record_id is None:  # its record vanished twice between claim and read

@@ -13,7 +13,13 @@ client that backs off gets through again once the window slides.
 
 When the cache is not Redis (the embedded default, locmem) DRF's own history
 throttle runs. When Redis fails the request is allowed, as DRF's throttle does with
-django-redis's IGNORE_EXCEPTIONS: a cache outage must not stop trading.
+django-redis's IGNORE_EXCEPTIONS: a cache outage must not stop trading. A throttle that
+must hold through an outage (sign-in, sign-up) overrides `redis_unavailable`
+(accounts.limits.DurableScopedRateThrottle counts in the database then).
+
+An anonymous client is its address as our own proxy saw it
+(tradesense.common.clientip), never the X-Forwarded-For it sent: a new header value is
+not a new bucket.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ import time
 from django.core.cache import cache
 from redis.commands.core import Script
 from rest_framework.throttling import ScopedRateThrottle, SimpleRateThrottle
+
+from tradesense.common.clientip import client_address
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +63,18 @@ def _window_keys(key: str, now: float, duration: int) -> tuple[list[str], float]
     return [cache.make_key(f"{key}:{int(window)}"), cache.make_key(f"{key}:{int(window) - 1}")], into
 
 
+def sliding_window_wait(*, rate: int, duration: float, current: int, previous: int, into: float) -> float:
+    """Seconds until `previous x (share of the previous window in the period) + current`
+    drops under `rate`, `into` seconds into this window (the Retry-After of a refusal)."""
+    if current >= rate:
+        # This window alone is full: wait for it to end, and then until enough of
+        # it has slid out of the period: current x (1 - t / duration) < rate.
+        return duration - into + duration * (1 - rate / current)
+    # previous x (1 - t / duration) + current < rate, for t into this window.
+    needed = duration * (1 - (rate - current) / previous)
+    return max(needed - into, 0.0)
+
+
 class RedisWindowRateThrottle(SimpleRateThrottle):
     """SimpleRateThrottle's allow_request and wait on the two Redis counters."""
 
@@ -74,22 +94,26 @@ class RedisWindowRateThrottle(SimpleRateThrottle):
             allowed, self.current, self.previous = self._script(client)(
                 keys=keys, args=[self.num_requests, repr(weight), 2 * self.duration], client=client
             )
-        except Exception as exc:  # noqa: BLE001 - Redis down: allow, like IGNORE_EXCEPTIONS
-            logger.warning("throttle %s not checked (cache unavailable): %r", self.key, exc)
-            return True
+        except Exception as exc:  # noqa: BLE001 - Redis down: see redis_unavailable
+            return self.redis_unavailable(exc)
         return bool(allowed)
+
+    def redis_unavailable(self, exc: Exception) -> bool:
+        """Redis failed: allow, like IGNORE_EXCEPTIONS (a cache outage must not stop trading)."""
+        logger.warning("throttle %s not checked (cache unavailable): %r", self.key, exc)
+        return True
+
+    def get_ident(self, request):
+        """The client's address from our proxy only (DRF's believes any X-Forwarded-For)."""
+        return client_address(request.META)
 
     def wait(self):
         """Seconds until the estimate drops under the rate (the Retry-After header)."""
         if not hasattr(self, "current"):
             return super().wait()
-        if self.current >= self.num_requests:
-            # This window alone is full: wait for it to end, and then until enough of
-            # it has slid out of the period: current x (1 - t / duration) < rate.
-            return self.duration - self.into + self.duration * (1 - self.num_requests / self.current)
-        # previous x (1 - t / duration) + current < rate, for t into this window.
-        needed = self.duration * (1 - (self.num_requests - self.current) / self.previous)
-        return max(needed - self.into, 0.0)
+        return sliding_window_wait(
+            rate=self.num_requests, duration=self.duration, current=self.current, previous=self.previous, into=self.into
+        )
 
     @classmethod
     def _script(cls, client) -> Script:

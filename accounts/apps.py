@@ -1,0 +1,11 @@
+from django.apps import AppConfig
+
+
+class AccountsConfig(AppConfig):
+    name = "accounts"
+    verbose_name = "Accounts and API tokens"
+
+    def ready(self):
+        from accounts import receivers
+
+        receivers.connect()
