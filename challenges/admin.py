@@ -17,14 +17,15 @@ from challenges.services import (
     conflict_resolve,
     plan_save,
 )
-from tradesense.common.admin import ReadOnlyAdmin, ReadOnlyInline
+from tradesense.common.admin import ReadOnlyAdmin, ReadOnlyInline, user_has_model_permission
 from tradesense.common.errors import DomainError
 from tradesense.common.models import Conflict
 
 
 def _preset_actions() -> list:
     # The risk engine's daily-reset presets (risk/admin.py), offered here where operators
-    # edit plans; they go through risk.services.plan_apply_rule_preset (audited).
+    # edit plans; they go through risk.services.plan_apply_rule_preset (audited) and need
+    # the plan change permission (their allowed_permissions).
     try:
         from risk.admin import rule_preset_actions
     except ImportError:  # the risk app without its admin: plans still edit
@@ -73,12 +74,8 @@ class PlanAdmin(admin.ModelAdmin):
         ),
         ("Record", {"fields": ("ruleset_version", "created_at", "updated_at")}),
     )
-
-    def get_actions(self, request):
-        actions = super().get_actions(request)
-        for action in _preset_actions():
-            actions[action.__name__] = (action, action.__name__, action.short_description)
-        return actions
+    # Declared, not added in get_actions: Django then filters them by allowed_permissions.
+    actions = _preset_actions()
 
     def save_model(self, request, obj, form, change):
         plan_save(plan=obj, actor=request.user)
@@ -131,6 +128,10 @@ class ChallengeAdmin(ReadOnlyAdmin):
         # Viewing, not editing: the change form is rendered read-only (view permission).
         return False
 
+    def has_evaluate_permission(self, request):
+        # An evaluation can fail a trader: those who may change challenges, not viewers.
+        return user_has_model_permission(request, Challenge, "change")
+
     @admin.display(description="Orders")
     def orders_link(self, obj):
         return format_html('<a href="{}?challenge__id__exact={}">orders</a>', reverse("admin:challenges_order_changelist"), obj.pk)
@@ -149,7 +150,8 @@ class ChallengeAdmin(ReadOnlyAdmin):
             obj.pk,
         )
 
-    @admin.action(description="Evaluate now at current prices (the risk rules, as the sweep does)")
+    @admin.action(description="Evaluate now at current prices (the risk rules, as the sweep does)",
+                  permissions=["evaluate"])
     def evaluate_now(self, request, queryset):
         outcomes = []
         for challenge_id in queryset.filter(status=Challenge.Status.ACTIVE).values_list("pk", flat=True):
@@ -206,6 +208,9 @@ class ConflictAdmin(ReadOnlyAdmin):
     )
     actions = ("reapply", "discard")
 
+    def has_resolve_permission(self, request):
+        return user_has_model_permission(request, Conflict, "change")
+
     def _decide(self, request, queryset, decision: str):
         done, refused = 0, []
         for conflict_id in queryset.filter(status=Conflict.Status.OPEN).values_list("pk", flat=True):
@@ -224,10 +229,10 @@ class ConflictAdmin(ReadOnlyAdmin):
         if refused:
             self.message_user(request, "Not resolved: " + " ".join(refused), level=messages.ERROR)
 
-    @admin.action(description="Re-apply the attempted change on the current version")
+    @admin.action(description="Re-apply the attempted change on the current version", permissions=["resolve"])
     def reapply(self, request, queryset):
         self._decide(request, queryset, ConflictDecision.REAPPLY)
 
-    @admin.action(description="Discard the attempted change")
+    @admin.action(description="Discard the attempted change", permissions=["resolve"])
     def discard(self, request, queryset):
         self._decide(request, queryset, ConflictDecision.DISCARD)

@@ -165,6 +165,8 @@ class Instrument(models.Model):
 
     class Meta:
         ordering = ["symbol"]
+        # Moving a price can pass or fail any trader: a role of its own, not every staff account.
+        permissions = [("set_price", "Can set a market price")]
 
     def __str__(self):
         return self.symbol

@@ -5,7 +5,7 @@ from django.contrib import admin, messages
 
 from payments import circuit, services
 from payments.models import PaymentAttempt, ProcessorCircuit, Purchase, WebhookEvent
-from tradesense.common.admin import ReadOnlyAdmin
+from tradesense.common.admin import ReadOnlyAdmin, user_has_model_permission
 
 
 class PaymentAttemptInline(admin.TabularInline):
@@ -34,7 +34,8 @@ class PurchaseAdmin(ReadOnlyAdmin):
     actions = ["reconcile_now"]
 
     def has_reconcile_permission(self, request):
-        return request.user.is_active and request.user.is_staff and request.user.has_perm("payments.view_purchase")
+        # Reconciling can open a challenge: those who may change purchases, not viewers.
+        return user_has_model_permission(request, Purchase, "change")
 
     @admin.action(description="Re-run reconciliation with the processor (purchases needing review)",
                   permissions=["reconcile"])
@@ -71,7 +72,8 @@ class ProcessorCircuitAdmin(ReadOnlyAdmin):
     actions = ["close_circuit"]
 
     def has_reset_permission(self, request):
-        return request.user.is_active and request.user.is_superuser
+        # Closing the circuit sends traffic to the processor again: a change, not a view.
+        return user_has_model_permission(request, ProcessorCircuit, "change")
 
     @admin.action(description="Close the circuit now (the processor is known to be back)", permissions=["reset"])
     def close_circuit(self, request, queryset):

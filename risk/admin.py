@@ -1,7 +1,8 @@
 """Read-only admin for what the risk engine recorded, and the preset action for plans.
 
-The Plan admin lives in challenges/admin.py; it can offer the presets with
+The Plan admin lives in challenges/admin.py; it offers the presets with
     actions = [*risk.admin.rule_preset_actions()]
+so that Django filters them by their allowed_permissions (the plan change permission).
 Every write goes through risk.services.plan_apply_rule_preset, so it is audited.
 """
 
@@ -45,6 +46,9 @@ def _make_preset_action(preset: str):
 
     action.__name__ = f"apply_rule_preset_{preset}"
     action.short_description = f"Apply preset: {RULE_PRESETS[preset]['label']}"
+    # A preset rewrites the plan's rules: only for those who may change plans (the
+    # ModelAdmin's has_change_permission), never for a view-only operator.
+    action.allowed_permissions = ("change",)
     return action
 
 

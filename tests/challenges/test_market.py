@@ -5,6 +5,7 @@ from datetime import timedelta
 from decimal import Decimal as D
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.utils import timezone
 
 from challenges import market as mkt
@@ -195,6 +196,9 @@ def test_a_stale_simulated_price_is_advanced_not_used(challenge, place, settings
 
 
 def test_staff_sets_a_price_and_others_cannot(api, client_for, staff, db, market):
+    # Being staff is not enough: moving a price is the challenges.set_price role.
+    assert client_for(staff).put("/api/v1/market/prices/XAUUSD", {"price": "1"}, format="json").status_code == 403
+    staff.user_permissions.add(Permission.objects.get(content_type__app_label="challenges", codename="set_price"))
     staff_api = client_for(staff)
     response = staff_api.put("/api/v1/market/prices/XAUUSD", {"price": "2412.50"}, format="json")
     assert response.status_code == 200

@@ -12,9 +12,10 @@ from decimal import Decimal
 import httpx
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from playwright.sync_api import expect
-from rest_framework.authtoken.models import Token
 
+from accounts.services import token_issue
 from challenges.market import market_price_set
 from challenges.models import Breach, Challenge, Order, Position
 from tests.e2e.conftest import shot
@@ -40,7 +41,9 @@ def frames(page) -> int:
 
 
 def test_trader_journey_live(stack, browser, staff):
-    staff_token = Token.objects.create(user=staff).key
+    # Moving a price is a role of its own (challenges.set_price), not every staff account's.
+    staff.user_permissions.add(Permission.objects.get(content_type__app_label="challenges", codename="set_price"))
+    staff_token = token_issue(user=staff)
     set_price(stack, staff_token, "EURUSD", "1.10000")
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()

@@ -11,7 +11,7 @@ from tests.support.processes import manage
 SEED_SCRIPT = r"""
 import json
 from django.contrib.auth import get_user_model
-from rest_framework.authtoken.models import Token
+from accounts.services import token_issue
 from challenges.management.commands.seed_demo import seed_plans
 from challenges.models import Plan
 from challenges.services import challenge_activate
@@ -19,9 +19,12 @@ seed_plans()
 User = get_user_model()
 out = {"challenges": []}
 user, _ = User.objects.get_or_create(username="loadtrader", defaults={"email": "l@example.com"})
-out["token"] = Token.objects.get_or_create(user=user)[0].key
+out["token"] = token_issue(user=user)
 staff, _ = User.objects.get_or_create(username="loadstaff", defaults={"email": "s@example.com", "is_staff": True})
-out["staff_token"] = Token.objects.get_or_create(user=staff)[0].key
+# The tests move prices with this account: the challenges.set_price role (issue 11).
+from django.contrib.auth.models import Permission
+staff.user_permissions.add(Permission.objects.get(content_type__app_label="challenges", codename="set_price"))
+out["staff_token"] = token_issue(user=staff)
 for i in range(N_CHALLENGES):
     c = challenge_activate(trader=user, plan=Plan.objects.get(slug="elite"), source_ref=f"seed:{i}")
     out["challenges"].append(c.pk)

@@ -3,8 +3,19 @@
 The Conflict admin lives in challenges/admin.py, beside the services that resolve them."""
 
 from django.contrib import admin
+from django.contrib.auth import get_permission_codename
 
 from tradesense.common.models import AuditEvent, IdempotencyRecord
+
+
+def user_has_model_permission(request, model, action: str) -> bool:
+    """Whether the operator holds Django's `<action>_<model>` permission (change, say).
+
+    Admin actions check this rather than ModelAdmin.has_change_permission, which the
+    read-only admins answer False for everybody: the permission names the role (who may
+    resolve a conflict, reconcile a purchase), the read-only page says how it is done."""
+    opts = model._meta
+    return request.user.has_perm(f"{opts.app_label}.{get_permission_codename(action, opts)}")
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
