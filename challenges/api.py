@@ -18,17 +18,28 @@ from drf_spectacular.utils import (
     extend_schema_serializer,
     inline_serializer,
 )
-from rest_framework import serializers, status
-from rest_framework.authtoken.models import Token
-from rest_framework.permissions import AllowAny, IsAdminUser, IsAuthenticated
+from rest_framework import exceptions, serializers, status
+from rest_framework.permissions import SAFE_METHODS, AllowAny, BasePermission, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts import selectors as account_selectors
+from accounts import services as account_services
+from accounts.limits import (
+    DurableScopedRateThrottle,
+    SignupThrottle,
+    is_locked_out,
+    lockout_message,
+    lockout_wait_seconds,
+)
+from accounts.models import ApiToken
 from challenges import selectors, services
 from challenges.errors import ChallengeNotFound, ChallengeStaleVersion
 from challenges.market import market_price_set
 from challenges.models import Challenge, Instrument, Order
+from tradesense.common import parsing
 from tradesense.common.audit import actor_label_for
+from tradesense.common.clientip import client_address
 from tradesense.common.errors import InvalidInput, NotFound
 from tradesense.common.idempotency import idempotent
 from tradesense.common.serializers import StrictSerializer
@@ -36,7 +47,9 @@ from tradesense.common.throttling import RedisScopedRateThrottle
 
 # --- Input helpers ------------------------------------------------------------------------------
 
-_DECIMAL_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
+# [0-9], not \d: \d also matches Arabic-Indic and other digits, which Decimal() accepts.
+_DECIMAL_RE = re.compile(r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)$")
+SYMBOL_MAX_LENGTH = Instrument._meta.get_field("symbol").max_length
 
 
 @extend_schema_field(OpenApiTypes.STR)
@@ -82,38 +95,22 @@ class DecimalStringField(serializers.Field):
         return str(value)
 
 
+# Path ids are <id:...> (tradesense.common.converters): integers within bigint.
+_CHALLENGE_ID = OpenApiParameter("challenge_id", OpenApiTypes.INT64, OpenApiParameter.PATH)
+
+
 def _parse_if_match(request) -> int | None:
     """The challenge version an If-Match header names (None when absent or "*")."""
-    raw = request.headers.get("If-Match")
-    if raw is None or raw.strip() == "*":
-        return None
-    text = raw.strip()
-    if text.startswith("W/"):
-        text = text[2:]
-    text = text.strip('"')
-    if not text.isdigit() or len(text) > 9:
-        raise InvalidInput(
-            'If-Match must be a challenge version in quotes, e.g. "3".', fields={"If-Match": ["Not a version."]}
-        )
-    return int(text)
+    return parsing.parse_version_header(request.headers.get("If-Match"))
 
 
 def _parse_limit(request, *, default: int = 100) -> int:
-    raw = request.query_params.get("limit")
-    if raw is None:
-        return default
-    if not raw.isdigit() or int(raw) < 1:
-        raise InvalidInput("limit must be a positive integer.", fields={"limit": ["Must be a positive integer."]})
-    return min(int(raw), selectors.MAX_LIMIT)
+    return parsing.parse_limit(request.query_params.get("limit"), default=default, cap=selectors.MAX_LIMIT)
 
 
-def _parse_int_param(request, name: str) -> int | None:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return None
-    if not raw.isdigit() or len(raw) > 18:
-        raise InvalidInput(f"{name} must be a positive integer.", fields={name: ["Must be a positive integer."]})
-    return int(raw)
+def _parse_cursor(request) -> int | None:
+    """`before`: the id the next page starts below (API.md lists)."""
+    return parsing.parse_optional_id(request.query_params.get("before"), name="before")
 
 
 def _next_url(request, *, before: int) -> str:
@@ -265,10 +262,13 @@ class LeaderboardRowOut(serializers.Serializer):
 
 
 class RegisterApi(APIView):
+    """Per client address: the `auth` request rate and the `signup` creation limit, both
+    held through a Redis outage (accounts.limits)."""
+
     permission_classes = [AllowAny]
     authentication_classes = []
     throttle_scope = "auth"
-    throttle_classes = [RedisScopedRateThrottle]
+    throttle_classes = [DurableScopedRateThrottle, SignupThrottle]
 
     @extend_schema_serializer(component_name="RegisterInput")
     class InputSerializer(StrictSerializer):
@@ -292,29 +292,104 @@ class RegisterApi(APIView):
 
 
 class TokenApi(APIView):
+    """A new API token for a username and password. Failed attempts are counted per
+    account and per client address by django-axes (in the database); a locked-out
+    attempt is 429 with Retry-After. Not replayable by Idempotency-Key: the answer is a
+    secret, and secrets are never stored."""
+
     permission_classes = [AllowAny]
     authentication_classes = []
     throttle_scope = "auth"
-    throttle_classes = [RedisScopedRateThrottle]
+    throttle_classes = [DurableScopedRateThrottle]
 
     @extend_schema_serializer(component_name="TokenInput")
     class InputSerializer(StrictSerializer):
         username = serializers.CharField(max_length=150)
         password = serializers.CharField(max_length=128, trim_whitespace=False)
 
-    @extend_schema(request=InputSerializer, responses={200: inline_serializer("TokenOut", {"token": serializers.CharField()})})
+    @extend_schema(
+        request=InputSerializer,
+        responses={
+            200: inline_serializer(
+                "TokenOut",
+                {"token": serializers.CharField(), "id": serializers.IntegerField(), "expires": serializers.DateTimeField()},
+            )
+        },
+    )
     def post(self, request):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         user = authenticate(request=request._request, **serializer.validated_data)
         if user is None or not user.is_active:
+            if is_locked_out(request._request):
+                wait = lockout_wait_seconds(request._request)
+                raise exceptions.Throttled(wait=wait, detail=lockout_message(wait))
             raise InvalidInput(
                 "Unknown username or wrong password.",
                 fields={"non_field_errors": ["Unknown username or wrong password."]},
                 code="invalid_credentials",
             )
-        token, _ = Token.objects.get_or_create(user=user)
-        return Response({"token": token.key})
+        issued = account_services.token_create(user=user, created_from=client_address(request.META))
+        return Response({"token": issued.secret, "id": issued.token.pk, "expires": issued.token.expires_at})
+
+
+class ApiTokenOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField()
+    created_from = serializers.CharField(allow_null=True)
+    current = serializers.BooleanField(help_text="The token this request authenticated with.")
+
+
+class TokenListApi(APIView):
+    """The caller's live API tokens (never their secrets), newest first."""
+
+    @extend_schema(
+        responses={200: _page_of("ApiTokenPage", ApiTokenOut)},
+        parameters=[OpenApiParameter("limit", int), OpenApiParameter("before", int)],
+    )
+    def get(self, request):
+        current = request.auth.pk if isinstance(request.auth, ApiToken) else None
+
+        def to_dict(token):
+            return {
+                "id": token.pk,
+                "created_at": token.created_at,
+                "expires_at": token.expires_at,
+                "created_from": token.created_from,
+                "current": token.pk == current,
+            }
+
+        tokens = account_selectors.token_list_for_user(user=request.user)
+        before = _parse_cursor(request)
+        if before is not None:
+            tokens = tokens.filter(pk__lt=before)
+        return Response(_page(request, tokens, to_dict=to_dict))
+
+
+class TokenRevokeApi(APIView):
+    """Revoke one of the caller's tokens (someone else's: 404)."""
+
+    @extend_schema(responses={204: None})
+    def delete(self, request, token_id: int):
+        account_services.token_revoke(user=request.user, token_id=token_id)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class WsTicketApi(APIView):
+    """A single-use ticket for one WebSocket connection (`/ws/v1/stream?ticket=`), valid
+    WS_TICKET_TTL. Not replayable by Idempotency-Key (the answer is a secret)."""
+
+    throttle_scope = "auth"
+    throttle_classes = [DurableScopedRateThrottle]
+
+    @extend_schema(
+        request=None,
+        responses={201: inline_serializer("WsTicket", {"ticket": serializers.CharField(), "expires": serializers.DateTimeField()})},
+    )
+    def post(self, request):
+        ticket, expires = account_services.ws_ticket_issue(user=request.user)
+        return Response({"ticket": ticket, "expires": expires}, status=status.HTTP_201_CREATED)
 
 
 # --- Plans ------------------------------------------------------------------------------------------
@@ -364,12 +439,13 @@ class ChallengeListApi(APIView):
     )
     def get(self, request):
         challenges = selectors.challenge_list_for_trader(trader=request.user)
-        before = _parse_int_param(request, "before")
+        before = _parse_cursor(request)
         if before is not None:
             challenges = challenges.filter(pk__lt=before)
         return Response(_page(request, challenges, to_dict=lambda c: selectors.challenge_snapshot(challenge=c)))
 
 
+@extend_schema(parameters=[_CHALLENGE_ID])
 class ChallengeDetailApi(APIView):
     @extend_schema(
         operation_id="challenges_retrieve",
@@ -384,6 +460,7 @@ class ChallengeDetailApi(APIView):
         return _with_etag(Response(selectors.challenge_snapshot(challenge=challenge)), challenge.version)
 
 
+@extend_schema(parameters=[_CHALLENGE_ID])
 class OrderListCreateApi(APIView):
     throttle_scope = "orders"
 
@@ -417,16 +494,12 @@ class OrderListCreateApi(APIView):
     )
     def get(self, request, challenge_id: int):
         challenge = _challenge_for(request, challenge_id)
-        status_filter = request.query_params.get("status")
-        if status_filter is not None and status_filter not in Order.Status.values:
-            raise InvalidInput(
-                f"status must be one of {', '.join(Order.Status.values)}.", fields={"status": ["Unknown status."]}
-            )
+        params = request.query_params
         orders = selectors.order_list(
             challenge=challenge,
-            status=status_filter,
-            symbol=request.query_params.get("symbol"),
-            before=_parse_int_param(request, "before"),
+            status=parsing.parse_choice(params.get("status"), name="status", choices=Order.Status.values),
+            symbol=parsing.parse_text(params.get("symbol"), name="symbol", max_length=SYMBOL_MAX_LENGTH),
+            before=_parse_cursor(request),
         )
         return Response(_page(request, orders, to_dict=selectors.order_to_dict))
 
@@ -465,6 +538,7 @@ class OrderListCreateApi(APIView):
         return _with_etag(Response(selectors.order_to_dict(result.order), status=code), result.challenge.version)
 
 
+@extend_schema(parameters=[_CHALLENGE_ID])
 class OrderByClientOrderIdApi(APIView):
     @extend_schema(responses=OrderOut)
     def get(self, request, challenge_id: int, client_order_id: str):
@@ -473,6 +547,7 @@ class OrderByClientOrderIdApi(APIView):
         return Response(selectors.order_to_dict(order))
 
 
+@extend_schema(parameters=[_CHALLENGE_ID])
 class PositionListApi(APIView):
     @extend_schema(responses=_page_of("PositionPage", PositionOut))
     def get(self, request, challenge_id: int):
@@ -480,6 +555,7 @@ class PositionListApi(APIView):
         return Response({"results": selectors.position_list(challenge=challenge), "next": None})
 
 
+@extend_schema(parameters=[_CHALLENGE_ID])
 class PositionCloseApi(APIView):
     throttle_scope = "orders"
     throttle_classes = [OrderThrottle]
@@ -496,6 +572,7 @@ class PositionCloseApi(APIView):
         return _with_etag(Response(selectors.order_to_dict(result.order)), result.challenge.version)
 
 
+@extend_schema(parameters=[_CHALLENGE_ID])
 class PortfolioHistoryApi(APIView):
     @extend_schema(
         parameters=[
@@ -515,11 +592,7 @@ class PortfolioHistoryApi(APIView):
     )
     def get(self, request, challenge_id: int):
         challenge = _challenge_for(request, challenge_id)
-        timeframe = request.query_params.get("timeframe")
-        if timeframe is not None and timeframe not in selectors.TIMEFRAMES:
-            raise InvalidInput(
-                f"timeframe must be one of {', '.join(selectors.TIMEFRAMES)}.", fields={"timeframe": ["Unknown timeframe."]}
-            )
+        timeframe = parsing.parse_choice(request.query_params.get("timeframe"), name="timeframe", choices=selectors.TIMEFRAMES)
         limit = _parse_limit(request, default=200)
         return Response(selectors.portfolio_history(challenge=challenge, timeframe=timeframe, limit=max(limit, 2)))
 
@@ -535,16 +608,24 @@ class MarketPriceListApi(APIView):
         return Response({"results": selectors.market_prices(), "next": None})
 
 
+class CanSetPrice(BasePermission):
+    """The challenges.set_price role: a price decides who passes, so being staff is not enough."""
+
+    def has_permission(self, request, view) -> bool:
+        return request.user.has_perm("challenges.set_price")
+
+
 class MarketPriceApi(APIView):
-    """GET: one symbol's price and recent history. PUT (staff): set the price now."""
+    """GET: one symbol's price and recent history. PUT (challenges.set_price): set the price now."""
 
     @extend_schema_serializer(component_name="PriceInput")
     class InputSerializer(StrictSerializer):
         price = DecimalStringField(max_digits=24, decimal_places=8)
 
     def get_permissions(self):
-        if self.request.method == "PUT":
-            return [IsAuthenticated(), IsAdminUser()]
+        # Every write method, not only PUT: an unknown one is then 405 only for those allowed to write.
+        if self.request.method not in SAFE_METHODS:
+            return [IsAuthenticated(), CanSetPrice()]
         return [AllowAny()]
 
     @extend_schema(

@@ -2,7 +2,9 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 from django.views.i18n import JavaScriptCatalog, set_language
 
+from accounts.limits import signup_limited
 from challenges import pages
+from tradesense.common import converters  # noqa: F401 (registers <id:...>)
 
 app_name = "pages"
 # The trader dashboard's pages (API.md "Pages"); tradesense/urls.py includes them at the root.
@@ -14,9 +16,11 @@ urlpatterns = [
         name="login",
     ),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("signup/", pages.signup_page, name="signup"),
+    # Failed logins are limited by django-axes inside authenticate() (accounts.limits);
+    # accounts created per address by the same database counter as POST /auth/register.
+    path("signup/", signup_limited(pages.signup_page), name="signup"),
     path("plans/", pages.plans_page, name="plans"),
-    path("challenges/<int:challenge_id>/", pages.challenge_page, name="challenge"),
+    path("challenges/<id:challenge_id>/", pages.challenge_page, name="challenge"),
     path("leaderboard/", pages.leaderboard_page, name="leaderboard"),
     # The dashboard's JavaScript strings, translated like the templates' (gettext in JS).
     path("jsi18n/", JavaScriptCatalog.as_view(packages=["challenges"]), name="javascript-catalog"),

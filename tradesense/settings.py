@@ -5,6 +5,7 @@ in-memory channel layer, a filesystem Celery broker). DATABASE_URL and REDIS_URL
 switch to PostgreSQL and Redis. See .env.example for every variable.
 """
 
+import ipaddress
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -101,12 +102,14 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI served from our static files, no CDN
+    "csp",  # Content-Security-Policy (django-csp): its system checks flag pre-4.0 settings
     "channels",
     "health_check",
+    "axes",  # failed sign-ins per account and per address, in the database (LOGIN_* below)
     "tradesense.common",
+    "accounts",
     "challenges",
     "risk",
     "payments",
@@ -114,6 +117,10 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Before anything reads the session, a token or a form: NUL characters and charsets
+    # that decode nothing are a 400 here, not a database error later (docs/security.md).
+    "tradesense.common.middleware.RefuseUnstorableInputMiddleware",
+    "tradesense.common.csp.CSPMiddleware",  # CONTENT_SECURITY_POLICY below, plus the WebSocket origin
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
@@ -122,6 +129,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: turns a locked-out sign-in into accounts.limits' 429.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "tradesense.urls"
@@ -361,12 +370,16 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "tradesense.common.errors.api_exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["tradesense.common.parsers.StrictJSONParser"],  # depth, NUL: docs/security.md
     "COERCE_DECIMAL_TO_STRING": True,
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     "DEFAULT_THROTTLE_RATES": {
         "orders": os.environ.get("ORDER_THROTTLE_RATE", "6000/min"),
-        "auth": os.environ.get("AUTH_THROTTLE_RATE", "600/min"),
+        # POST /auth/token and /auth/register per client address (per user for ws-ticket);
+        # database counters while Redis is down (accounts.limits).
+        "auth": os.environ.get("AUTH_THROTTLE_RATE", "60/min"),
+        # Accounts created per client address (API and /signup/), always in the database.
+        "signup": os.environ.get("SIGNUP_THROTTLE_RATE", "10/hour"),
     },
 }
 SPECTACULAR_SETTINGS = {
@@ -377,6 +390,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Path ids use tradesense.common.converters' <id:...> (1-19 ASCII digits, within bigint).
+    "PATH_CONVERTER_OVERRIDES": {"id": {"type": "integer", "format": "int64"}},
 }
 
 # --- Auth, i18n, static ---------------------------------------------------------------
@@ -387,6 +402,32 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "/login/"
+
+# --- Accounts and tokens (docs/security.md "Accounts and tokens") -----------------------------------
+# https://django-axes.readthedocs.io/en/latest/4_configuration.html -- failed sign-ins are
+# counted in the database (a Redis outage lifts nothing) per account and per client address
+# on every path that calls authenticate(); LOGIN_FAILURE_LIMIT failures lock that account,
+# or that address, for LOGIN_COOLOFF_SECONDS. Failures during a lockout do not extend it, and
+# a success resets nothing (else a signed-in attacker would reset their own address).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_FAILURE_LIMIT = int(env_float("LOGIN_FAILURE_LIMIT", 10))
+AXES_COOLOFF_TIME = timedelta(seconds=env_float("LOGIN_COOLOFF_SECONDS", 900))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_RESET_ON_SUCCESS = False
+AXES_CLIENT_IP_CALLABLE = "accounts.limits.axes_client_address"
+AXES_LOCKOUT_CALLABLE = "accounts.limits.lockout_response"
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_DISABLE_ACCESS_LOG = True  # successful sign-ins are not logged per row (unbounded table)
+# REST tokens: stored as digests, valid this long, at most this many live per user (the
+# oldest is revoked past it); WebSocket tickets: single use, valid this long.
+API_TOKEN_TTL = timedelta(seconds=env_float("API_TOKEN_TTL_SECONDS", 30 * 86400))
+API_TOKENS_PER_USER = int(env_float("API_TOKENS_PER_USER", 20))
+WS_TICKET_TTL = timedelta(seconds=env_float("WS_TICKET_TTL_SECONDS", 30))
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/login/"
 
@@ -411,6 +452,55 @@ STORAGES = {
     },
 }
 WHITENOISE_USE_FINDERS = True  # serve app static files even without collectstatic
+
+# --- Operations endpoints, API docs, browser policy (docs/security.md) -------------------------
+# /metrics and the full /health/ answer only these networks, judged by the client address our
+# proxy saw (tradesense.common.clientip), or a request bearing METRICS_TOKEN; anyone else gets
+# 404. Default: loopback and private ranges (make prod's Prometheus on 127.0.0.1, compose's on
+# its private network).
+METRICS_ALLOWED_NETWORKS = [
+    n.strip()
+    for n in os.environ.get(
+        "METRICS_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7"
+    ).split(",")
+    if n.strip()
+]
+for _network in METRICS_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError:
+        raise ConfigError(
+            f"METRICS_ALLOWED_NETWORKS has {_network!r}, which is not an address or network (e.g. 10.0.0.0/8)."
+        ) from None
+# `Authorization: Bearer <METRICS_TOKEN>` for a Prometheus outside those networks; empty: none.
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+if METRICS_TOKEN and not DEBUG:
+    METRICS_TOKEN = production_secret("METRICS_TOKEN", METRICS_TOKEN)
+# The OpenAPI schema and Swagger UI (/api/v1/schema, /api/v1/docs): anyone in development,
+# staff only in production unless set.
+API_DOCS_PUBLIC = env_bool("API_DOCS_PUBLIC", DEBUG)
+
+# https://django-csp.readthedocs.io/en/latest/configuration.html (django-csp 4 format).
+# No inline script anywhere. The one inline style allowed is the fixed <style> block of
+# drf-spectacular's Swagger page (box-sizing, background), by its hash rather than
+# 'unsafe-inline'; tests/foundation/test_csp.py fails when an upgrade changes it. The
+# WebSocket origin of the request's host joins connect-src per request (tradesense.common.csp).
+SWAGGER_UI_INLINE_STYLE_HASH = "'sha256-MMpT0iDxyjALd9PdfepImGX3DBfJPXZ4IlDWdPAgtn0='"
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", SWAGGER_UI_INLINE_STYLE_HASH],
+        # data: for the SVG icons inside Swagger UI's and the admin's stylesheets, and the
+        # dashboard's empty favicon.
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "frame-ancestors": ["'none'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+    },
+}
 
 # --- Production hardening (manage.py check --deploy passes with DEBUG off) -----------------
 # https://docs.djangoproject.com/en/5.2/howto/deployment/checklist/
