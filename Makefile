@@ -9,11 +9,11 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | 
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/tradesense
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: run prod prod-status prod-manage test bench lint check-deploy install tools clean
+.PHONY: run prod prod-status prod-manage test bench lint security lock check-deploy install tools clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@$(PIP) install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@$(PIP) install --quiet --disable-pip-version-check --require-hashes -r requirements-dev.txt
 	@rm -f $(VENV)/.installed-*; touch $(STAMP)
 
 install: $(STAMP)
@@ -61,6 +61,17 @@ test: $(STAMP) tools
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+
+# bandit on our code, medium severity and up; a finding is fixed or marked `# nosec BXXX`
+# where the input is ours (docs/security.md).
+security: $(STAMP)
+	$(VENV)/bin/bandit -q -ll -r tradesense challenges risk payments accounts ops -x '*/migrations/*'
+
+# The locks with hashes (every transitive dependency) from requirements*.in; install checks
+# them with --require-hashes. Run after editing a .in file.
+lock: $(STAMP)
+	$(VENV)/bin/pip-compile -q --generate-hashes --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links -o requirements.txt requirements.in
+	$(VENV)/bin/pip-compile -q --generate-hashes --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links -o requirements-dev.txt requirements-dev.in
 
 check-deploy: $(STAMP)
 	@DEBUG=0 SECRET_KEY=$$(head -c 48 /dev/urandom | base64) PAYMENT_PROCESSOR_SECRET=$$(head -c 48 /dev/urandom | base64) \

@@ -26,7 +26,7 @@ class FastTokenAuthentication(TokenAuthentication):
     def authenticate_credentials(self, key):
         user_model = get_user_model()
         sql = (
-            f'SELECT {rawsql.select_list(ApiToken, "t")}, {rawsql.select_list(user_model, "u")} '
+            f'SELECT {rawsql.select_list(ApiToken, "t")}, {rawsql.select_list(user_model, "u")} '  # nosec B608
             f'FROM "{ApiToken._meta.db_table}" t JOIN "{user_model._meta.db_table}" u ON u."id" = t."user_id" '
             'WHERE t."digest" = %s'
         )

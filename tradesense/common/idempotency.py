@@ -33,11 +33,11 @@ HEADER = "Idempotency-Key"
 
 _TABLE = IdempotencyRecord._meta.db_table
 _CLAIM_SQL = (
-    f'INSERT INTO "{_TABLE}" ("scope", "key", "fingerprint", "created_at") VALUES (%s, %s, %s, %s) '
+    f'INSERT INTO "{_TABLE}" ("scope", "key", "fingerprint", "created_at") VALUES (%s, %s, %s, %s) '  # nosec B608
     'ON CONFLICT ("scope", "key") DO NOTHING RETURNING "id"'
 )
-_READ_SQL = f'SELECT "fingerprint", "status_code", "response_body" FROM "{_TABLE}" WHERE "scope" = %s AND "key" = %s'
-_ANSWER_SQL = f'UPDATE "{_TABLE}" SET "status_code" = %s, "response_body" = %s WHERE "id" = %s'
+_READ_SQL = f'SELECT "fingerprint", "status_code", "response_body" FROM "{_TABLE}" WHERE "scope" = %s AND "key" = %s'  # nosec B608
+_ANSWER_SQL = f'UPDATE "{_TABLE}" SET "status_code" = %s, "response_body" = %s WHERE "id" = %s'  # nosec B608
 _BODY_FIELD = IdempotencyRecord._meta.get_field("response_body")
 
 

@@ -160,7 +160,7 @@ def _insert_sql(model) -> tuple[str, tuple]:
     fields = tuple(f for f in _fields(model) if not f.primary_key)
     columns = ", ".join(f'"{f.column}"' for f in fields)
     marks = ", ".join(["%s"] * len(fields))
-    return f'INSERT INTO "{model._meta.db_table}" ({columns}) VALUES ({marks}) RETURNING "id"', fields
+    return f'INSERT INTO "{model._meta.db_table}" ({columns}) VALUES ({marks}) RETURNING "id"', fields  # nosec B608
 
 
 def insert_row(instance, *, cur=None) -> int:
