@@ -109,3 +109,8 @@ def test_make_prod_prometheus_config_is_valid_and_scrapes_every_process(tmp_path
         port = program.metrics_port or program.port
         assert f"127.0.0.1:{port}" in targets, program.name
     assert shlex.quote(str(ops_stack.ALERTS_FILE)) in " ".join(config["rule_files"])
+
+
+def test_the_image_carries_no_history_or_secrets():
+    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines() if line.strip()}
+    assert {".git", ".env", ".venv", "var"} <= ignored
