@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
+from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers, get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.db import connections
 from django.test import Client
@@ -19,15 +19,28 @@ from tests.live.fixtures import catalogue  # noqa: F401 - shared with tests/fail
 ORIGIN = b"http://127.0.0.1"
 
 
+async def _settle(tasks) -> None:
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 @pytest.fixture
 def aloop():
     """One event loop per test: every communicator and the consumers it runs live on it.
     The test drives it with run_until_complete, so plain (sync) test code can commit
     transactions between the steps and see exactly when frames arrive."""
+    # A fresh channel layer per test: channels-redis ties a layer's receive lock to the
+    # event loop that first receives, and a loop closed with a receive pending (a refused
+    # socket) would leave "Two event loops are trying to receive()" for the next test.
+    channel_layers.backends.pop(DEFAULT_CHANNEL_LAYER, None)
     loop = asyncio.new_event_loop()
     try:
         yield loop
     finally:
+        # Consumers' pending receives end here, on their own loop, so their locks are freed.
+        pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+        for task in pending:
+            task.cancel()
+        loop.run_until_complete(_settle(pending))
         layer = get_channel_layer()
         if hasattr(layer, "close_pools"):
             loop.run_until_complete(layer.close_pools())
@@ -35,6 +48,7 @@ def aloop():
         # connection back to the pool so the test database can be dropped at the end.
         loop.run_until_complete(database_sync_to_async(connections.close_all)())
         loop.close()
+        channel_layers.backends.pop(DEFAULT_CHANNEL_LAYER, None)
 
 
 def ticket_for_token(token: str) -> str:
