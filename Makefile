@@ -61,6 +61,7 @@ test: $(STAMP) tools
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 # bandit on our code, medium severity and up; a finding is fixed or marked `# nosec BXXX`
 # where the input is ours (docs/security.md).

@@ -22,17 +22,6 @@ from tradesense.common.errors import DomainError
 from tradesense.common.models import Conflict
 
 
-def _preset_actions() -> list:
-    # The risk engine's daily-reset presets (risk/admin.py), offered here where operators
-    # edit plans; they go through risk.services.plan_apply_rule_preset (audited) and need
-    # the plan change permission (their allowed_permissions).
-    try:
-        from risk.admin import rule_preset_actions
-    except ImportError:  # the risk app without its admin: plans still edit
-        return []
-    return rule_preset_actions()
-
-
 class PlanForm(forms.ModelForm):
     class Meta:
         model = Plan
@@ -74,8 +63,8 @@ class PlanAdmin(admin.ModelAdmin):
         ),
         ("Record", {"fields": ("ruleset_version", "created_at", "updated_at")}),
     )
-    # Declared, not added in get_actions: Django then filters them by allowed_permissions.
-    actions = _preset_actions()
+    # The risk engine adds its rule-preset actions to this admin from risk/admin.py
+    # (PlanWithPresetsAdmin): trading does not import the monitor (docs/design.md).
 
     def save_model(self, request, obj, form, change):
         plan_save(plan=obj, actor=request.user)

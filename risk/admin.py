@@ -1,13 +1,15 @@
-"""Read-only admin for what the risk engine recorded, and the preset action for plans.
+"""Read-only admin for what the risk engine recorded, and the preset actions for plans.
 
-The Plan admin lives in challenges/admin.py; it offers the presets with
-    actions = [*risk.admin.rule_preset_actions()]
-so that Django filters them by their allowed_permissions (the plan change permission).
-Every write goes through risk.services.plan_apply_rule_preset, so it is audited.
+The Plan admin lives in challenges/admin.py; the risk engine extends it here with its
+rule presets (the allowed direction: risk imports challenges, never the reverse), declared
+in `actions` so that Django filters them by their allowed_permissions (the plan change
+permission). Every write goes through risk.services.plan_apply_rule_preset, so it is audited.
 """
 
 from django.contrib import admin, messages
 
+from challenges.admin import PlanAdmin
+from challenges.models import Plan
 from risk.models import RiskWarning, SweepTick, WorkerHeartbeat
 from risk.presets import RULE_PRESETS
 from risk.services import plan_apply_rule_preset
@@ -54,3 +56,11 @@ def _make_preset_action(preset: str):
 
 def rule_preset_actions() -> list:
     return [_make_preset_action(name) for name in RULE_PRESETS]
+
+
+class PlanWithPresetsAdmin(PlanAdmin):
+    actions = [*PlanAdmin.actions, *rule_preset_actions()]
+
+
+admin.site.unregister(Plan)
+admin.site.register(Plan, PlanWithPresetsAdmin)

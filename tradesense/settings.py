@@ -363,7 +363,7 @@ WORKER_HEARTBEAT_FILE = os.environ.get("WORKER_HEARTBEAT_FILE", str(VAR_DIR / "w
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # DRF's TokenAuthentication in one raw statement (docs/performance.md); no cache.
-        "tradesense.common.authentication.FastTokenAuthentication",
+        "accounts.authentication.FastTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

@@ -1,4 +1,4 @@
-"""API tokens (accounts, tradesense.common.authentication; docs/security.md "Accounts and
+"""API tokens (accounts, accounts.authentication; docs/security.md "Accounts and
 tokens"): hashed at rest, expiring, listed and revoked by their owner, revoked when the
 password changes or the account is deactivated; and no password material in
 Idempotency-Key fingerprints."""
@@ -17,9 +17,9 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from accounts.authentication import FastTokenAuthentication
 from accounts.models import ApiToken
 from accounts.services import token_issue
-from tradesense.common.authentication import FastTokenAuthentication
 from tradesense.common.models import AuditEvent, IdempotencyRecord
 
 PASSWORD = "pass-123-secure"  # tests/conftest.py make_user's
