@@ -115,6 +115,9 @@ def _app_env(pg_host: str, redis_host: str, var_dir: str, allowed_host: str, **e
         CSRF_COOKIE_SECURE="0",
         # No ticker in the web test: prices come from the test's staff price mover.
         MARKET_PRICE_MAX_AGE_SECONDS="100000",
+        # One trader's load generator must not meet the per-user order limit (6,000 a
+        # minute): on a fast run it places over 100 orders a second. Partitions are tested here.
+        ORDER_THROTTLE_RATE="1000000/min",
         TRADESENSE_VAR_DIR=var_dir,
         LOG_LEVEL="WARNING",
         **extra,

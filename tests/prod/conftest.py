@@ -139,6 +139,8 @@ def prod():
             # Prices stay fresh for the whole test even if the worker is stopped.
             "MARKET_PRICE_MAX_AGE_SECONDS": "100000",
             "LOG_LEVEL": "WARNING",
+            # The load generators are one trader: the per-user order limit is not under test.
+            "ORDER_THROTTLE_RATE": "1000000/min",
         }
         for key in ("SECRET_KEY", "PAYMENT_PROCESSOR_SECRET", "DEBUG", "CACHE_REDIS_URL"):
             environ.pop(key, None)
