@@ -1,5 +1,5 @@
-"""Every write to a trader's credentials other than the password: API tokens (issue,
-revoke, revoke all) and WebSocket tickets (issue, redeem). docs/security.md
+"""Every write to a trader's credentials: the password (changed by its owner), API tokens
+(issue, revoke, revoke all) and WebSocket tickets (issue, redeem). docs/security.md
 "Accounts and tokens" says why each works as it does."""
 
 from __future__ import annotations
@@ -101,6 +101,19 @@ def tokens_revoke_all(*, user, reason: str, actor=None) -> int:
             actor_label=None if actor is not None else "system:credentials", before={"tokens": ids}, reason=reason,
         )
     return len(ids)
+
+
+def password_change(*, user, new_password: str, actor=None) -> None:
+    """Set a new password (already checked against the current one and the validators by
+    the caller). Saving it revokes every API token and unused ticket of the user
+    (accounts.receivers), each audited; this writes the change's own audit event."""
+    with transaction.atomic():
+        user.set_password(new_password)
+        user.save(update_fields=["password"])
+        audit_record(
+            action="account.password_changed", object_type=user._meta.label_lower, object_id=user.pk,
+            actor=actor or user, reason="changed by the account's owner",
+        )
 
 
 # --- WebSocket tickets -----------------------------------------------------------------------

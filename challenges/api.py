@@ -8,7 +8,8 @@ from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from urllib.parse import urlencode
 
-from django.contrib.auth import authenticate
+from django.contrib.auth import authenticate, password_validation, update_session_auth_hash
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -339,6 +340,49 @@ class ApiTokenOut(serializers.Serializer):
     expires_at = serializers.DateTimeField()
     created_from = serializers.CharField(allow_null=True)
     current = serializers.BooleanField(help_text="The token this request authenticated with.")
+
+
+class PasswordChangeApi(APIView):
+    """The caller changes their own password: the current one is checked the way a sign-in
+    is (a wrong one counts towards the account's lockout), the new one against the
+    password validators. Every API token and WebSocket ticket of the account is revoked,
+    the caller's own token included; a browser's session stays signed in."""
+
+    throttle_scope = "auth"
+    throttle_classes = [DurableScopedRateThrottle]
+
+    @extend_schema_serializer(component_name="PasswordChangeInput")
+    class InputSerializer(StrictSerializer):
+        current_password = serializers.CharField(max_length=128, trim_whitespace=False)
+        new_password = serializers.CharField(max_length=128, trim_whitespace=False)
+
+    @extend_schema(request=InputSerializer, responses={204: None})
+    def post(self, request):
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        user = authenticate(
+            request=request._request, username=request.user.get_username(), password=data["current_password"]
+        )
+        if user is None or user.pk != request.user.pk:
+            if is_locked_out(request._request):
+                wait = lockout_wait_seconds(request._request)
+                raise exceptions.Throttled(wait=wait, detail=lockout_message(wait))
+            raise InvalidInput(
+                "The current password is wrong.",
+                fields={"current_password": ["The current password is wrong."]},
+                code="invalid_credentials",
+            )
+        try:
+            password_validation.validate_password(data["new_password"], user)
+        except DjangoValidationError as exc:
+            raise InvalidInput(
+                "Choose another password.", fields={"new_password": list(exc.messages)}, code="invalid"
+            ) from None
+        account_services.password_change(user=user, new_password=data["new_password"], actor=request.user)
+        if request._request.session.session_key:
+            update_session_auth_hash(request._request, user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class TokenListApi(APIView):

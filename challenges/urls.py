@@ -10,6 +10,7 @@ app_name = "challenges"
 urlpatterns = [
     path("auth/register", api.RegisterApi.as_view(), name="register"),
     path("auth/token", api.TokenApi.as_view(), name="token"),
+    path("auth/password", api.PasswordChangeApi.as_view(), name="password"),
     path("auth/tokens", api.TokenListApi.as_view(), name="tokens"),
     path("auth/tokens/<id:token_id>", api.TokenRevokeApi.as_view(), name="token-revoke"),
     path("auth/ws-ticket", api.WsTicketApi.as_view(), name="ws-ticket"),

@@ -82,6 +82,7 @@ MATRIX: dict[str, list[Call]] = {
     # --- accounts: open, and an empty body is refused on its shape -------------------------------
     "challenges:register": [Call("post", everyone(400))],
     "challenges:token": [Call("post", everyone(400))],
+    "challenges:password": [Call("post", who(401, 400, 400, 400, 400))],
     "challenges:tokens": [Call("get", SIGNED_IN)],
     "challenges:token-revoke": [Call("delete", who(401, 204, 404, 404, 404), lambda w: {"token_id": w.token})],
     "challenges:ws-ticket": [Call("post", who(401, 201, 201, 201, 201))],
