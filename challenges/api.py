@@ -292,6 +292,19 @@ class RegisterApi(APIView):
         return Response({"id": user.pk, "username": user.get_username()}, status=status.HTTP_201_CREATED)
 
 
+def _authenticate_or_refuse(request, *, username: str, password: str, field: str, message: str):
+    """The active user these credentials name, checked through authenticate() so that
+    django-axes counts a failure; a locked-out account or address is 429 with
+    Retry-After, wrong credentials a 400 naming `field`."""
+    user = authenticate(request=request._request, username=username, password=password)
+    if user is not None and user.is_active:
+        return user
+    if is_locked_out(request._request):
+        wait = lockout_wait_seconds(request._request)
+        raise exceptions.Throttled(wait=wait, detail=lockout_message(wait))
+    raise InvalidInput(message, fields={field: [message]}, code="invalid_credentials")
+
+
 class TokenApi(APIView):
     """A new API token for a username and password. Failed attempts are counted per
     account and per client address by django-axes (in the database); a locked-out
@@ -320,16 +333,9 @@ class TokenApi(APIView):
     def post(self, request):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        user = authenticate(request=request._request, **serializer.validated_data)
-        if user is None or not user.is_active:
-            if is_locked_out(request._request):
-                wait = lockout_wait_seconds(request._request)
-                raise exceptions.Throttled(wait=wait, detail=lockout_message(wait))
-            raise InvalidInput(
-                "Unknown username or wrong password.",
-                fields={"non_field_errors": ["Unknown username or wrong password."]},
-                code="invalid_credentials",
-            )
+        user = _authenticate_or_refuse(
+            request, **serializer.validated_data, field="non_field_errors", message="Unknown username or wrong password."
+        )
         issued = account_services.token_create(user=user, created_from=client_address(request.META))
         return Response({"token": issued.secret, "id": issued.token.pk, "expires": issued.token.expires_at})
 
@@ -361,18 +367,10 @@ class PasswordChangeApi(APIView):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        user = authenticate(
-            request=request._request, username=request.user.get_username(), password=data["current_password"]
+        user = _authenticate_or_refuse(
+            request, username=request.user.get_username(), password=data["current_password"],
+            field="current_password", message="The current password is wrong.",
         )
-        if user is None or user.pk != request.user.pk:
-            if is_locked_out(request._request):
-                wait = lockout_wait_seconds(request._request)
-                raise exceptions.Throttled(wait=wait, detail=lockout_message(wait))
-            raise InvalidInput(
-                "The current password is wrong.",
-                fields={"current_password": ["The current password is wrong."]},
-                code="invalid_credentials",
-            )
         try:
             password_validation.validate_password(data["new_password"], user)
         except DjangoValidationError as exc:
